@@ -1,0 +1,32 @@
+"""iqpfr: blind face restoration guided by an image-quality prior.
+
+Importing the package is cheap: heavy modules (torch models, face detectors, scorers) load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; resolved on first attribute access (PEP 562)
+_LAZY = {
+    "create_model": "iqpfr.models.factory",
+    "list_models": "iqpfr.models.factory",
+    "load_model": "iqpfr.models.checkpoint",
+    "save_model": "iqpfr.models.checkpoint",
+    "FaceRestorer": "iqpfr.restorer",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'iqpfr' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

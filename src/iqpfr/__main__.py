@@ -1,0 +1,3 @@
+from iqpfr.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Small helpers shared by every subsystem (atomic writes, devices, seeding)."""

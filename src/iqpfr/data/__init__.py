@@ -1,0 +1,1 @@
+"""Training and test data: blind degradations, image files, datasets."""

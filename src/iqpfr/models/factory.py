@@ -1,0 +1,123 @@
+"""Named model presets: ``create_model(name, **overrides)`` and ``list_models()``.
+
+``PRESETS`` is the one explicit table of every buildable name. Each entry names its class as a
+``"module:Class"`` string, imported only when that preset is built, so a missing optional module
+never breaks the others. To add a preset, add one line to ``PRESETS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One preset: the class (``"module:Class"``), its default constructor kwargs and, for
+    plug-and-play models, the quality adapter attached after construction."""
+
+    cls: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    quality_adapter: dict[str, Any] | None = None
+    description: str = ""
+
+
+# Sizes of the official CodeFormer release (CF inference_codeformer.py, VQGAN hard-coded inside).
+_CODEFORMER_512 = dict(
+    img_size=512, nf=64, ch_mult=(1, 2, 2, 4, 4, 8), res_blocks=2, attn_resolutions=(16,),
+    codebook_size=1024, emb_dim=256, dim_embd=512, n_head=8, n_layers=9, dim_mlp=1024,
+    connect_list=(32, 64, 128, 256),
+)
+# 64 px, 16x16 latent, tiny transformer: a forward pass takes milliseconds on CPU (tests).
+_TINY = dict(
+    img_size=64, nf=32, ch_mult=(1, 1, 2), res_blocks=1, attn_resolutions=(16,),
+    codebook_size=64, emb_dim=32, dim_embd=64, n_head=4, n_layers=2, dim_mlp=128,
+    connect_list=(32, 64),
+)
+# 256 px, 16x16 latent (same token grid as the paper), narrower channels and transformer.
+_IQPFR_256 = dict(
+    img_size=256, nf=32, ch_mult=(1, 2, 2, 4, 8), res_blocks=2, attn_resolutions=(16,),
+    codebook_size=1024, emb_dim=256, dim_embd=384, n_head=6, n_layers=6, dim_mlp=768,
+    connect_list=(32, 64, 128, 256),
+)
+# 128 px, 16x16 latent, small enough to train on a CPU for demonstration runs.
+_IQPFR_128 = dict(
+    img_size=128, nf=32, ch_mult=(1, 2, 4, 4), res_blocks=1, attn_resolutions=(16,),
+    codebook_size=512, emb_dim=128, dim_embd=256, n_head=4, n_layers=4, dim_mlp=512,
+    connect_list=(32, 64, 128),
+)
+
+_CF = "iqpfr.models.codeformer:CodeFormer"
+_IQ = "iqpfr.models.iqpfr:IQPFR"
+_QA = dict(num_buckets=10, mode="bucket")
+
+PRESETS: dict[str, ModelSpec] = {
+    "codeformer": ModelSpec(_CF, _CODEFORMER_512, description="official CodeFormer, 512 px"),
+    "codeformer-tiny": ModelSpec(_CF, _TINY, description="tiny CodeFormer for tests, 64 px"),
+    "codeformer+q": ModelSpec(_CF, _CODEFORMER_512, _QA, "CodeFormer + zero-initialised quality adapter"),
+    "codeformer-tiny+q": ModelSpec(_CF, _TINY, _QA, "tiny CodeFormer + quality adapter (tests)"),
+    "iqpfr-512": ModelSpec(_IQ, _CODEFORMER_512, description="IQPFR at paper scale, 512 px"),
+    "iqpfr-256": ModelSpec(_IQ, _IQPFR_256, description="IQPFR, 256 px, one-GPU / CPU-inference size"),
+    "iqpfr-128": ModelSpec(_IQ, _IQPFR_128, description="IQPFR, 128 px, CPU-trainable fallback"),
+    "iqpfr-tiny": ModelSpec(_IQ, _TINY, description="tiny IQPFR for tests, 64 px"),
+}
+
+
+def list_models() -> list[str]:
+    """Names accepted by ``create_model``, sorted."""
+    return sorted(PRESETS)
+
+
+def import_class(path: str) -> type[nn.Module]:
+    """Import ``"module:Class"``; only classes named by a preset may be imported this way."""
+    if path not in {spec.cls for spec in PRESETS.values()}:
+        raise ValueError(f"unknown model class {path!r}; known: {sorted({s.cls for s in PRESETS.values()})}")
+    module_name, class_name = path.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def class_path(model: nn.Module) -> str:
+    """``"module:Class"`` of a model instance (the inverse of ``import_class``)."""
+    cls = type(model)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def build_model(cls: str, kwargs: dict[str, Any], quality_adapter: dict[str, Any] | None = None) -> nn.Module:
+    """Construct ``cls(**kwargs)``, attach a quality adapter if asked, and record the config."""
+    model = import_class(cls)(**kwargs)
+    if not isinstance(getattr(model, "config", None), dict):
+        model.config = dict(kwargs)  # classes without their own record (e.g. third-party layouts)
+    if quality_adapter is not None:
+        from iqpfr.models.adapters import attach_quality_adapter
+
+        attach_quality_adapter(model, **quality_adapter)
+    return model
+
+
+def create_model(name: str, *, weights: str | Path | None = None, **overrides: Any) -> nn.Module:
+    """Build the preset ``name`` (see ``list_models()``), with constructor kwargs overridden.
+
+    ``weights``: an optional ``.safetensors`` or official ``.pth`` file whose state dict is loaded
+    with ``strict=True``. Without it the model is randomly initialised. Returns the model in
+    train mode on CPU, like any freshly built ``nn.Module``.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    spec = PRESETS[name]
+    unknown_adapter = {k: overrides.pop(k) for k in list(overrides) if k.startswith("quality_adapter_")}
+    adapter = None
+    if spec.quality_adapter is not None:
+        adapter = {**spec.quality_adapter, **{k.removeprefix("quality_adapter_"): v for k, v in unknown_adapter.items()}}
+    elif unknown_adapter:
+        raise ValueError(f"{name!r} has no quality adapter; cannot set {sorted(unknown_adapter)}")
+    model = build_model(spec.cls, {**spec.kwargs, **overrides}, adapter)
+    model.preset = name
+    if weights is not None:
+        from iqpfr.models.checkpoint import load_state_dict_file
+
+        model.load_state_dict(load_state_dict_file(weights), strict=True)
+    return model

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import iqpfr
 from conformance_weights import load_manifest, synthetic_state_dict
 from conftest import shared_path
 from iqpfr.models.gfpgan import GFPGANv1Clean
@@ -39,7 +40,8 @@ def _assert_close(actual: torch.Tensor, expected: np.ndarray, name: str) -> None
 def official():
     folder = shared_path("conformance", "gfpgan")
     manifest = load_manifest(folder)
-    model = GFPGANv1Clean(**_official_kwargs(manifest)).eval()
+    model = iqpfr.create_model("gfpgan-v1.4").eval()
+    assert {k: model.config[k] for k in _official_kwargs(manifest)} == _official_kwargs(manifest)
     model.load_state_dict(synthetic_state_dict(manifest), strict=True)
     return model, manifest, np.load(folder / "fixture.npz")
 

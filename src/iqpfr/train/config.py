@@ -1,0 +1,160 @@
+"""Typed training configuration (one dataclass tree for all three stages).
+
+Stage files in ``configs/`` are small YAML deltas over a base (``base: other.yaml``); any key can be
+overridden on the command line with ``--set section.key=value``. The resolved config is stored in
+every checkpoint so a run can be resumed or audited without the YAML files.
+Defaults reproduce the paper-scale recipe of ``method.md`` §6 where it gives a value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class DataConfig:
+    """Aligned HQ faces plus their quality scores; LQ inputs are synthesised on the fly."""
+
+    folders: list[str] = field(default_factory=list)  # image folders, joined in order
+    scores_csv: str | None = None  # from `iqpfr score`; None: every face gets `default_score`
+    score_column: str | None = None  # None: the CSV's `score` column (or its only numeric one)
+    default_score: float | None = None  # used when scores_csv is None or a face is missing from it
+    resolution: int = 512  # faces of any size are resized (area / bicubic) to this
+    flip: bool = True
+    degradation: str = "large"  # preset of iqpfr.data.degradations for the LQ input
+    small_degradation: str = "small"  # preset for stage III's image-loss path
+    scale_degradation: bool = True  # presets are for 512 px: scale blur / down-sampling to `resolution`
+    color_jitter: bool = False  # colour-enhancement variant (method.md §10)
+    gray: bool = False
+    num_workers: int = 2
+    limit: int = 0  # use only the first N faces (0: all); for smoke runs
+
+
+@dataclass
+class ModelConfig:
+    name: str = "iqpfr-512"  # preset of iqpfr.models.create_model
+    overrides: dict = field(default_factory=dict)  # constructor keyword overrides of the preset
+    init: str | None = None  # weights to start from (stage I -> II -> III), .safetensors or a run checkpoint
+    init_discriminator: str | None = None  # stage III: discriminator of a stage I run checkpoint
+    alpha: float = 0.8  # HQ+ fusion weight (aesthetic_weight)
+    hq_threshold: float = 0.70  # S_thr: the HQ+ codebook sees sample b only if S_b > S_thr
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 7e-5
+    d_lr: float | None = None  # discriminator learning rate (None: same as lr)
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine", "multistep"] = "cosine"
+    period: int = 1_600_000  # cosine period (restarts after it)
+    eta_min: float = 6e-5
+    milestones: list[int] = field(default_factory=list)  # multistep
+    gamma: float = 0.5
+    warmup: int = 0  # linear warm-up steps
+    grad_clip: float = 0.0  # max global grad norm (0: off)
+
+
+@dataclass
+class Stage1Config:
+    """Dual-codebook VQGAN (method.md §6.1)."""
+
+    l1_weight: float = 1.0
+    perceptual: Literal["auto", "lpips", "pyramid", "none"] = "auto"
+    perceptual_weight: float = 1.0
+    gan_weight: float = 0.8  # scale of the adaptive weight (lambda_adv)
+    disc_start: int = 30_001  # first step with the GAN loss and discriminator updates
+    disc_layers: int = 4
+    disc_channels: int = 64
+    vq_weight: float = 1.0
+    hq_vq_weight: float = 1.0
+    kmeans_init: bool = False  # initialise both codebooks by k-means on encoder outputs
+    kmeans_batches: int = 8
+    kmeans_iters: int = 10
+    dead_code_every: int = 0  # re-initialise unused codes every N steps (0: off)
+    dead_code_min_usage: float = 1.0  # a code used fewer times than this in the window is dead
+
+
+@dataclass
+class Stage2Config:
+    """Quality-conditioned code prediction and discrete quality optimisation (§6.2, §7)."""
+
+    ce_weight: float = 0.5  # per head: 0.5 * CE(common) + 0.5 * CE(HQ+)
+    feat_weight: float = 1.0
+    codes: str | None = None  # precomputed targets (`iqpfr train precompute-codes`); None: on the fly
+    quality_weight: float = 0.0  # 0: off (shipped IQPIR YAMLs); method.md default form 0.1 * (1 - q)
+    quality_start: int = 100_000
+    quality_scorer: str = "face"  # name for iqpfr.quality.create_scorer
+    quality_space: Literal["discrete", "continuous"] = "discrete"  # continuous: ablation, decoder fed lq_feat
+
+
+@dataclass
+class Stage3Config:
+    """Fidelity fusion w (CodeFormer stage III, method.md §6.3), quality condition passed."""
+
+    phase_ends: tuple[int, int, int] = (40_000, 80_000, 120_000)
+    w_first: float = 1.0  # w up to phase_ends[0]
+    w_later: float = 1.3  # w afterwards
+    small_every: int = 15  # after phase_ends[2]: image-loss step every N-th step, otherwise code-only
+    ce_weight: float = 0.5
+    feat_weight: float = 1.0
+    l1_weight: float = 1.0
+    perceptual: Literal["auto", "lpips", "pyramid", "none"] = "auto"
+    perceptual_weight: float = 1.0
+    gan_weight: float = 0.1  # scale_adaptive_gan_weight
+    disc_start: int = 5_001
+    disc_layers: int = 4
+    disc_channels: int = 64
+
+
+@dataclass
+class TrainConfig:
+    stage: Literal[1, 2, 3] = 1
+    run_dir: str = "runs/iqpfr"
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    batch_size: int = 4  # per process and micro-batch
+    grad_accum: int = 1  # micro-batches per optimiser step
+    total_steps: int = 200_000
+    ema_decay: float = 0.995
+    log_every: int = 100
+    sample_every: int = 5_000
+    ckpt_every: int = 5_000
+    keep_checkpoints: int = 3  # older periodic checkpoints are deleted (0: keep all)
+    tensorboard: bool = False
+    find_unused_parameters: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    stage3: Stage3Config = field(default_factory=Stage3Config)
+
+    def validate(self) -> None:
+        """Raise ConfigError on values that would only fail hours into a run."""
+        from iqpfr.config import ConfigError
+
+        if self.batch_size < 1 or self.grad_accum < 1 or self.total_steps < 1:
+            raise ConfigError("batch_size, grad_accum and total_steps must be >= 1")
+        if not self.data.folders:
+            raise ConfigError("data.folders is empty: name at least one folder of aligned HQ faces")
+        if self.data.scores_csv is None and self.data.default_score is None:
+            raise ConfigError("give data.scores_csv (from `iqpfr score`) or data.default_score")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError("ema_decay must be in [0, 1)")
+        if self.stage in (2, 3) and self.model.init is None:
+            raise ConfigError(f"stage {self.stage} needs model.init (the previous stage's weights)")
+        ends = self.stage3.phase_ends
+        if not ends[0] <= ends[1] <= ends[2]:
+            raise ConfigError("stage3.phase_ends must be non-decreasing")
+
+
+def load_train_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load and validate a TrainConfig from YAML (with ``base:`` chains) and ``key=value`` overrides."""
+    from iqpfr.config import load_config
+
+    cfg = load_config(TrainConfig, path, overrides)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,168 @@
+"""What every stage shares: networks, optimisers, EMA, state (de)serialisation, weight init.
+
+A stage owns its networks and implements ``train_step(micro_batches, step)``: one optimiser step
+made of ``len(micro_batches)`` accumulated micro-batches. The loop (``iqpfr.train.loop``) does
+everything else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from iqpfr.train.ema import ModelEMA
+
+
+class Stage:
+    """Base class. Subclasses fill ``networks`` (plain modules; saved), ``optimizers`` (with
+    ``base_lrs``) and ``ema`` (of the network that gets exported), then implement ``train_step``."""
+
+    name = "stage"
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.device = ctx.device
+        self.networks: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.base_lrs: dict[str, float] = {}
+        self.ema: ModelEMA | None = None
+
+    # -- optimisation helpers -------------------------------------------------------------------
+    def make_optimizer(self, key: str, params, lr: float) -> torch.optim.Optimizer:
+        params = [p for p in params if p.requires_grad]
+        if not params:
+            raise RuntimeError(f"{self.name}: no trainable parameters for optimiser {key!r}")
+        o = self.cfg.optim
+        opt = torch.optim.Adam(params, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.optimizers[key] = opt
+        self.base_lrs[key] = lr
+        return opt
+
+    def set_lr(self, step: int) -> None:
+        from iqpfr.train.loop import lr_at
+
+        for key, opt in self.optimizers.items():
+            lr = lr_at(step, self.base_lrs[key], self.cfg.optim)
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    def clip_and_step(self, key: str) -> None:
+        opt = self.optimizers[key]
+        if self.cfg.optim.grad_clip > 0:
+            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+        opt.step()
+
+    def lr_logs(self) -> dict[str, float]:
+        return {f"lr_{k}": opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()}
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "networks": {k: m.state_dict() for k, m in self.networks.items()},
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, m in self.networks.items():
+            m.load_state_dict(state["networks"][k])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.load_extra_state(state.get("extra") or {})
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def on_fresh_start(self) -> None:
+        """Called once before step 1 of a run that does not resume (e.g. k-means initialisation)."""
+
+    def train_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def extra_logs(self) -> dict[str, float]:
+        return self.lr_logs()
+
+    @torch.no_grad()
+    def sample_rows(self, batch: dict, count: int = 4) -> list[tuple[torch.Tensor, ...]]:
+        """Rows (LQ, output, GT) of the first ``count`` samples of ``batch``, output by the EMA network."""
+        raise NotImplementedError
+
+    def export(self, run_dir: Path) -> Path:
+        """Write the EMA weights (``<run_dir>/model_ema.safetensors``) and return the path."""
+        from safetensors.torch import save_file
+
+        from iqpfr.utils.fs import atomic_path
+
+        assert self.ema is not None
+        state = {k: v.detach().cpu().contiguous() for k, v in self.ema.state_dict().items()}
+        path = Path(run_dir) / "model_ema.safetensors"
+        meta = {"stage": str(self.cfg.stage), "model": self.cfg.model.name, "format": "iqpfr-stage-weights"}
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata=meta)
+        return path
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """State dict from ``.safetensors`` or from a training checkpoint (its EMA network)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights to initialise from not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "stage" in state:
+        stage = state["stage"]
+        return stage["ema"] if stage.get("ema") is not None else next(iter(stage["networks"].values()))
+    for key in ("params_ema", "params", "state_dict"):
+        if isinstance(state, dict) and key in state:
+            return state[key]
+    return state
+
+
+def load_matching(model: nn.Module, source: dict[str, torch.Tensor], *, what: str,
+                  require_prefixes: tuple[str, ...] = ()) -> list[str]:
+    """Copy every tensor of ``source`` whose key and shape exist in ``model``; return the model keys
+    left untouched. Raises if a source key under ``require_prefixes`` has no place in the model."""
+    target = model.state_dict()
+    used, problems = {}, []
+    for k, v in source.items():
+        if k in target and target[k].shape == v.shape:
+            used[k] = v
+        elif k.startswith(require_prefixes):
+            problems.append(k if k not in target else f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}")
+    if problems:
+        raise ValueError(f"{what}: {len(problems)} tensors do not fit the model, e.g. {problems[:3]}")
+    if not used:
+        raise ValueError(f"{what}: no tensor matches the model (wrong file or preset?)")
+    model.load_state_dict(used, strict=False)
+    return sorted(set(target) - set(used))
+
+
+def build_stage(ctx, dataset, **overrides: Any) -> Stage:
+    """The Stage object for ``ctx.cfg.stage`` (1, 2 or 3)."""
+    stage = ctx.cfg.stage
+    if stage == 1:
+        from iqpfr.train.stage1 import Stage1
+
+        return Stage1(ctx, dataset, **overrides)
+    if stage == 2:
+        from iqpfr.train.stage2 import Stage2
+
+        return Stage2(ctx, dataset, **overrides)
+    from iqpfr.train.stage3 import Stage3
+
+    return Stage3(ctx, dataset, **overrides)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,8 @@ def _register(monkeypatch, entry):
 
 
 def _leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    """Files in ``folder`` apart from the (empty, reusable) download lock files."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) if folder.exists() else []
 
 
 def _closed_port() -> int:
@@ -125,6 +127,16 @@ def test_truncated_transfer_leaves_no_part_file(server, monkeypatch):
         download(entry.name, progress=False, timeout=5)
     assert hits["/truncated/w/file.bin"] == 1
     assert _leftovers(weights_dir()) == []
+
+
+def test_concurrent_downloads_fetch_once(server, monkeypatch):
+    url, hits = server
+    entry = _register(monkeypatch, make_entry("t-race", (f"{url}/w/file.bin",), SHA))
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        paths = list(pool.map(lambda _: download(entry.name, progress=False), range(3)))
+    assert len(set(paths)) == 1 and paths[0].read_bytes() == DATA
+    assert hits["/w/file.bin"] == 1
+    assert _leftovers(weights_dir()) == [".t-race.bin.sha256", "t-race.bin"]
 
 
 def test_mirror_is_used_when_primary_fails(server, monkeypatch):

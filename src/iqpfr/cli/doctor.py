@@ -99,7 +99,7 @@ def _weights_report(cache_dir: str | None, rehash: bool) -> dict:
     import shutil
 
     from iqpfr.weights import ZOO, env_offline, file_status, weights_dir
-    from iqpfr.weights.download import embedded_path
+    from iqpfr.weights.cache import embedded_path
 
     folder = weights_dir(cache_dir)
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)

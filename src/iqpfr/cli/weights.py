@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _list(args: argparse.Namespace) -> int:
     from iqpfr.weights import ZOO, file_status, weights_dir
-    from iqpfr.weights.download import embedded_path
+    from iqpfr.weights.cache import embedded_path
 
     rows = []
     for entry in ZOO.values():

@@ -7,7 +7,7 @@ This folder also holds the weight files shipped inside the package (``*.safetens
 
 from __future__ import annotations
 
-from iqpfr.weights.download import (
+from iqpfr.weights.cache import (
     cache_root,
     cached_path,
     download,

@@ -114,7 +114,7 @@ def convert_checkpoint(
 
     from iqpfr import __version__
     from iqpfr.utils.fs import atomic_write_text, atomic_write_with
-    from iqpfr.weights.download import sha256_file
+    from iqpfr.weights.cache import sha256_file
     from iqpfr.weights.zoo import entry_for_filename
 
     src = Path(src)

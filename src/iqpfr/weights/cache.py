@@ -10,7 +10,9 @@ Standard library only (urllib), so ``import iqpfr.weights`` stays light.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import importlib.resources
 import json
 import logging
@@ -20,6 +22,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from iqpfr.weights.errors import (
@@ -181,12 +184,21 @@ def download(
             reason += f"; the file present has the wrong sha256 ({sha256_file(target)})"
         raise WeightsUnavailableError(placement_message(entry, target, reason))
 
+    with _download_lock(target):
+        # another process may have fetched the file while this one waited for the lock
+        if not force and file_status(entry, target) == "ok":
+            return target
+        return _download_from_sources(entry, target, timeout=timeout, progress=progress)
+
+
+def _download_from_sources(entry: ZooEntry, target: Path, *, timeout: float, progress: bool | None) -> Path:
+    """Try each URL in turn; return ``target`` once one download verifies."""
     failures: list[str] = []
     mismatches: list[str] = []
     for url in _urls(entry):
         try:
             got = _fetch(url, target, entry, timeout=timeout, progress=progress)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             failures.append(f"{url}: {_reason(exc)}")
             continue
         if entry.sha256 is not None and got != entry.sha256:
@@ -202,6 +214,26 @@ def download(
             + " (the download was deleted; nothing was installed)"
         )
     raise WeightsUnavailableError(placement_message(entry, target, "download failed: " + "; ".join(failures)))
+
+
+@contextlib.contextmanager
+def _download_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``.<file>.lock`` so that concurrent processes (e.g. every rank
+    of a torchrun job) never write the same ``.part`` at once; the others wait, then find the
+    file in place. POSIX only (flock); elsewhere it does nothing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target.with_name(f".{target.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def placement_message(entry: ZooEntry, target: Path, reason: str) -> str:

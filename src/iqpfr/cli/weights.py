@@ -33,7 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_list)
 
-    p = actions.add_parser("download", help="download weights into the cache (sha256-checked)")
+    p = actions.add_parser(
+        "download",
+        help="download weights into the cache (sha256-checked)",
+        description="Download zoo files into $IQPFR_HOME/weights through <file>.part, check the pinned "
+        "sha256 and rename atomically. Offline (--offline, IQPFR_OFFLINE=1, HF_HUB_OFFLINE=1) nothing is "
+        "fetched: missing files are reported with their URL, destination path and sha256 (exit 1).",
+        epilog="examples:\n  iqpfr weights download codeformer gfpgan-v1.4\n"
+        "  iqpfr weights download --all --cache-dir /data/iqpfr-weights",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("names", nargs="*", metavar="NAME", help="zoo names (see `iqpfr weights list`)")
     p.add_argument("--all", action="store_true", help="every downloadable entry")
     p.add_argument("--offline", action="store_true", help="no network: report where to place missing files")
@@ -59,7 +68,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", help="weight folder (default: $IQPFR_HOME/weights)")
     p.set_defaults(func=_path)
 
-    p = actions.add_parser("convert", help="official .pth -> .safetensors + config.json")
+    p = actions.add_parser(
+        "convert",
+        help="official .pth -> .safetensors + config.json",
+        description="Convert an official checkpoint (a dict with params_ema or params, read with "
+        "torch.load(weights_only=True)) to safetensors; the config (architecture preset, source sha256, "
+        "licence) goes into the file's metadata and into config.json.",
+        epilog="examples:\n  iqpfr weights convert codeformer.pth                 # -> codeformer/model.safetensors\n"
+        "  iqpfr weights convert GFPGANv1.4.pth -o gfpgan.safetensors   # + gfpgan.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("path", metavar="PATH", help="checkpoint (.pth with params_ema/params, or .safetensors)")
     p.add_argument(
         "-o", "--out", help="output folder, or a .safetensors file (default: folder named after PATH)"

@@ -37,6 +37,8 @@ class ModelConfig:
     overrides: dict = field(default_factory=dict)  # constructor keyword overrides of the preset
     init: str | None = None  # weights to start from (stage I -> II -> III), .safetensors or a run checkpoint
     init_discriminator: str | None = None  # stage III: discriminator of a stage I run checkpoint
+    vqgan: str | None = None  # stages II/III: stage-I weights giving the code targets (II: default model.init)
+    codes: str | None = None  # precomputed targets (`iqpfr train precompute-codes`); None: on the fly
     alpha: float = 0.8  # HQ+ fusion weight (aesthetic_weight)
     hq_threshold: float = 0.70  # S_thr: the HQ+ codebook sees sample b only if S_b > S_thr
 
@@ -82,7 +84,6 @@ class Stage2Config:
 
     ce_weight: float = 0.5  # per head: 0.5 * CE(common) + 0.5 * CE(HQ+)
     feat_weight: float = 1.0
-    codes: str | None = None  # precomputed targets (`iqpfr train precompute-codes`); None: on the fly
     quality_weight: float = 0.0  # 0: off (shipped IQPIR YAMLs); method.md default form 0.1 * (1 - q)
     quality_start: int = 100_000
     quality_scorer: str = "face"  # name for iqpfr.quality.create_scorer
@@ -146,6 +147,8 @@ class TrainConfig:
             raise ConfigError("ema_decay must be in [0, 1)")
         if self.stage in (2, 3) and self.model.init is None:
             raise ConfigError(f"stage {self.stage} needs model.init (the previous stage's weights)")
+        if self.stage == 3 and self.model.vqgan is None:
+            raise ConfigError("stage 3 needs model.vqgan (the stage-I weights that define the code targets)")
         ends = self.stage3.phase_ends
         if not ends[0] <= ends[1] <= ends[2]:
             raise ConfigError("stage3.phase_ends must be non-decreasing")

@@ -27,64 +27,55 @@ from iqpfr.train.perceptual import build_perceptual
 from iqpfr.train.stages import Stage, load_matching, read_weights
 
 
-class VQAutoEncoderParts(nn.Module):
-    """The VQGAN of an IQPFR / CodeFormer model: ``encoder``, ``quantize``, ``generator``.
-
-    Its state-dict keys are exactly the ``encoder.*``, ``quantize.*``, ``generator.*`` keys of the
-    full model, so stage II loads it with ``load_autoencoder_state_dict``.
-    """
-
-    def __init__(self, encoder: nn.Module, quantize: nn.Module, generator: nn.Module) -> None:
-        super().__init__()
-        self.encoder, self.quantize, self.generator = encoder, quantize, generator
-
-    @property
-    def dual(self) -> bool:
-        return hasattr(self.quantize, "embedding_hq")
-
-    def codebooks(self) -> dict[str, nn.Embedding]:
-        books = {"common": self.quantize.embedding}
-        if self.dual:
-            books["hq"] = self.quantize.embedding_hq
-        return books
-
-    def last_layer(self) -> torch.Tensor:
-        return self.generator.blocks[-1].weight
-
-    def quantize_fp32(self, z: torch.Tensor, quality: torch.Tensor | None):
-        # nearest-neighbour search in bf16 picks wrong codes: always quantise in fp32
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            return self.quantize(z.float(), quality) if self.dual else self.quantize(z.float())
-
-    def forward(self, x: torch.Tensor, quality: torch.Tensor | None = None):
-        """x (B, 3, S, S) in [-1, 1] -> (reconstruction, z, quantiser output)."""
-        z = self.encoder(x)
-        q = self.quantize_fp32(z, quality)
-        return self.generator(q.quant), z, q
-
-
 def build_model_preset(cfg) -> nn.Module:
-    """The full network of preset ``cfg.model.name`` with ``cfg.model.overrides`` (alpha and the
-    HQ+ threshold from the config are applied to its dual quantiser)."""
+    """The full network of preset ``cfg.model.name`` with ``cfg.model.overrides``; alpha and the HQ+
+    threshold come from the config (for presets that have them)."""
     from iqpfr.models.factory import create_model
 
-    model = create_model(cfg.model.name, **dict(cfg.model.overrides))
+    overrides = dict(cfg.model.overrides)
+    model = create_model(cfg.model.name, **overrides)
     quantize = getattr(model, "quantize", None)
-    if quantize is not None and hasattr(quantize, "embedding_hq"):
+    if hasattr(quantize, "embedding_hq"):
         quantize.alpha = cfg.model.alpha
         quantize.hq_threshold = cfg.model.hq_threshold
+        model.alpha = cfg.model.alpha
+        model.config.update(alpha=cfg.model.alpha, hq_threshold=cfg.model.hq_threshold)
     return model
+
+
+def build_autoencoder(cfg) -> nn.Module:
+    """The stage-I ``VQAutoEncoder`` whose weights fit the configured preset (keys ``encoder.*``,
+    ``quantize.*``, ``generator.*``)."""
+    from iqpfr.models.autoencoder import VQAutoEncoder
+
+    return VQAutoEncoder.matching(build_model_preset(cfg))
+
+
+def codebooks(ae: nn.Module) -> dict[str, nn.Embedding]:
+    """{"common": ..., "hq": ...} embedding tables of an autoencoder (or full model)."""
+    books = {"common": ae.quantize.embedding}
+    if hasattr(ae.quantize, "embedding_hq"):
+        books["hq"] = ae.quantize.embedding_hq
+    return books
+
+
+def quantize_fp32(ae: nn.Module, z: torch.Tensor, quality: torch.Tensor | None):
+    """Quantise in fp32 even under autocast: a bf16 nearest-neighbour search picks wrong codes."""
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        return ae.quantize_latent(z.float(), quality)
 
 
 class _Stage1Forward(nn.Module):
     """One module whose forward returns every tensor of the generator pass (what DDP wraps)."""
 
-    def __init__(self, ae: VQAutoEncoderParts) -> None:
+    def __init__(self, ae: nn.Module) -> None:
         super().__init__()
         self.ae = ae
 
     def forward(self, x: torch.Tensor, quality: torch.Tensor):
-        rec, z, q = self.ae(x, quality)
+        z = self.ae.encode(x)
+        q = quantize_fp32(self.ae, z, quality)
+        rec = self.ae.generator(q.quant)
         hq_loss = q.hq_loss if q.hq_loss is not None else torch.zeros_like(q.loss)
         hq_mask = q.hq_mask if q.hq_mask is not None else torch.zeros_like(q.loss, dtype=torch.bool)
         hq_idx = q.hq_indices if q.hq_indices is not None else q.indices
@@ -115,9 +106,8 @@ class Stage1(Stage):
         super().__init__(ctx)
         cfg, s1 = self.cfg, self.cfg.stage1
         self.dataset = dataset
-        full = build_model_preset(cfg)
-        self.ae = VQAutoEncoderParts(full.encoder, full.quantize, full.generator)
-        del full
+        self.ae = build_autoencoder(cfg)
+        self.dual = bool(self.ae.dual_codebook)
         if cfg.model.init is not None:
             load_matching(self.ae, read_weights(cfg.model.init), what=cfg.model.init)
         self.ae.to(self.device)
@@ -135,7 +125,7 @@ class Stage1(Stage):
         if self.perceptual is not None:
             self.perceptual.to(self.device)
         size = self.ae.quantize.codebook_size
-        self.usage = {k: torch.zeros(size, device=self.device) for k in self.ae.codebooks()}
+        self.usage = {k: torch.zeros(size, device=self.device) for k in codebooks(self.ae)}
         self._stats: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------- state
@@ -157,14 +147,14 @@ class Stage1(Stage):
         from iqpfr.train.loop import build_loader, to_device
 
         s1 = self.cfg.stage1
-        books = self.ae.codebooks()
+        books = codebooks(self.ae)
         if self.ctx.dist.is_main:
             loader = build_loader(self.dataset, self.cfg, type(self.ctx.dist)(), start_sample=0)
             feats = []
             for i, batch in enumerate(loader):
                 if i >= s1.kmeans_batches:
                     break
-                z = self.ae.encoder(to_device(batch, self.device)["gt"]).float()
+                z = self.ae.encode(to_device(batch, self.device)["gt"]).float()
                 feats.append(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]))
             data = torch.cat(feats)
             gen = torch.Generator(device="cpu").manual_seed(self.cfg.seed)
@@ -183,7 +173,7 @@ class Stage1(Stage):
         gen = torch.Generator(device="cpu").manual_seed(self.cfg.seed * 100_003 + int(self.usage["common"].sum()))
         counts = {}
         opt_state = self.optimizers["g"].state
-        for key, book in self.ae.codebooks().items():
+        for key, book in codebooks(self.ae).items():
             usage = all_reduce_sum_(self.usage[key].clone())
             dead = usage < s1.dead_code_min_usage
             counts[f"dead_codes_{key}"] = float(dead.sum())
@@ -227,7 +217,7 @@ class Stage1(Stage):
                         add("perceptual", perc)
                     vq = s1.vq_weight * vq_loss.mean()
                     total = rec_loss + vq
-                    if self.ae.dual:
+                    if self.dual:
                         hq = s1.hq_vq_weight * masked_mean(hq_loss, hq_mask)
                         total = total + hq
                         add("vq_hq", hq)
@@ -235,7 +225,7 @@ class Stage1(Stage):
                     if use_gan:
                         set_requires_grad(self.disc, False)
                         g_gan = hinge_g_loss(self.disc(rec))
-                        d_w = adaptive_gan_weight(rec_loss, g_gan, self.ae.last_layer(), scale=s1.gan_weight)
+                        d_w = adaptive_gan_weight(rec_loss, g_gan, self.ae.generator.blocks[-1].weight, scale=s1.gan_weight)
                         total = total + d_w * g_gan
                         add("g_gan", g_gan)
                         add("d_weight", d_w)
@@ -268,7 +258,7 @@ class Stage1(Stage):
         counts, used, ppl = code_statistics(idx, size)
         self.usage["common"] += counts
         self._stats.update(usage_common=used, perplexity_common=ppl)
-        if self.ae.dual and bool(hq_mask.any()):
+        if self.dual and bool(hq_mask.any()):
             counts, used, ppl = code_statistics(hq_idx[hq_mask], size)
             self.usage["hq"] += counts
             self._stats.update(usage_hq=used, perplexity_hq=ppl)
@@ -283,7 +273,7 @@ class Stage1(Stage):
         gt, score = batch["gt"][:count], batch["score"][:count]
         ae = self.ema.shadow
         with self.ctx.autocast():
-            rec = ae(gt, score)[0].float()
+            rec = ae(gt, score).image.float()
         return [(gt[i], rec[i], gt[i]) for i in range(gt.shape[0])]
 
 

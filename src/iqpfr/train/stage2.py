@@ -1,0 +1,178 @@
+"""Stage II: quality-conditioned code prediction + discrete quality optimisation (§6.2, §7).
+
+For an LQ face y (large degradation) whose GT x has score S:
+
+    lq_feat = E(y) + embed(floor(10 S))            (the quality condition)
+    logits, hq_logits = T(lq_feat)
+    L = feat_w * MSE(lq_feat, sg(common[i1] + alpha HQ+[i0]))
+        + ce_w * (CE(logits, i1) + CE(hq_logits, i0))                (0.5 each by default)
+        + q_w * (1 - Q(G(lq_feat + sg(quant - lq_feat))))   from `quality_start` on
+
+``Q`` is any differentiable QualityScorer (default: the project's learned face scorer), scores
+mapped to [0, 1] higher-better. The decoder only ever sees discrete codebook features: the
+straight-through path copies the quality gradient to lq_feat (encoder and score embedding) but
+not to the logits or the codebooks. ``quality_space: continuous`` (the ablation) decodes lq_feat
+itself instead, i.e. optimises quality in the continuous feature space.
+Frozen: both codebooks, the generator and the (unused, w = 0) fusion blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iqpfr.train.ema import ModelEMA
+from iqpfr.train.losses import per_sample_cross_entropy
+from iqpfr.train.stage1 import build_model_preset
+from iqpfr.train.stages import Stage, load_matching, read_weights
+from iqpfr.train.targets import CodeTargets, build_target_vq, load_codes
+
+DECODE_NONE, DECODE_DISCRETE, DECODE_CONTINUOUS = 0, 1, 2
+FROZEN_PREFIXES = ("quantize.", "generator.", "fuse_convs_dict.")
+
+
+def init_restoration_model(cfg, frozen: tuple[str, ...]) -> nn.Module:
+    """The preset network with ``cfg.model.init`` weights (stage-I VQGAN or a stage-II/III model) and
+    the parameters under ``frozen`` prefixes set to ``requires_grad=False``."""
+    model = build_model_preset(cfg)
+    load_matching(model, read_weights(cfg.model.init), what=str(cfg.model.init),
+                  require_prefixes=("encoder.", "quantize.", "generator."))
+    for name, p in model.named_parameters():
+        if name.startswith(frozen):
+            p.requires_grad_(False)
+    return model
+
+
+def build_targets(cfg, device: torch.device) -> CodeTargets:
+    """Targets from the stage-I VQGAN (``model.vqgan``, else ``model.init``): on the fly, or read
+    from ``model.codes`` when given (the VQGAN then only supplies the codebooks)."""
+    vq = build_target_vq(cfg, cfg.model.vqgan or cfg.model.init)
+    table = load_codes(cfg.model.codes) if cfg.model.codes else None
+    return CodeTargets(vq, table).to(device)
+
+
+class CodePredictionForward(nn.Module):
+    """The generator pass of stages II/III as one module (what DDP wraps).
+
+    ``decode``: DECODE_NONE (code prediction only), DECODE_DISCRETE (predicted codes, straight-through
+    to lq_feat, w = 0) or DECODE_CONTINUOUS (lq_feat decoded directly).
+    Returns (lq_feat, logits, hq_logits or None, image or None).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, lq: torch.Tensor, quality: torch.Tensor, decode: int = DECODE_NONE,
+                w: float = 0.0, straight_through: bool = True):
+        m = self.model
+        lq_feat, skips = m.encode(lq)
+        lq_feat = m.condition(lq_feat, quality)
+        logits, hq_logits = m.predict_logits(lq_feat)
+        image = None
+        if decode == DECODE_DISCRETE:
+            idx = logits.argmax(dim=-1)
+            hq_idx = hq_logits.argmax(dim=-1) if hq_logits is not None else None
+            quant = m.lookup(idx, hq_idx, straight_through_from=lq_feat if straight_through else None)
+            image = m.decode(quant, skips, w)
+        elif decode == DECODE_CONTINUOUS:
+            image = m.decode(lq_feat, skips, w)
+        return lq_feat, logits, hq_logits, image
+
+
+def quality_loss(scorer: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1 - mean normalised score, mean normalised score) of images in [-1, 1]; scores are mapped to
+    [0, 1] with the scorer's ``range`` and flipped for lower-is-better metrics."""
+    x = ((image.float() + 1) / 2).clamp(0, 1)
+    raw = scorer.score(x) if hasattr(scorer, "score") else scorer(x).reshape(-1)
+    lo, hi = getattr(scorer, "range", (0.0, 1.0))
+    q = (raw.float() - lo) / (hi - lo)
+    if not getattr(scorer, "higher_better", True):
+        q = 1 - q
+    return 1 - q.mean(), q.mean().detach()
+
+
+def code_losses(lq_feat, logits, hq_logits, idx, hq_idx, target, *, feat_w: float, ce_w: float,
+                add) -> torch.Tensor:
+    """feat_w * MSE(lq_feat, target) + ce_w * (CE(common) + CE(HQ+)); logs through ``add``."""
+    feat = F.mse_loss(lq_feat.float(), target.float())
+    ce = per_sample_cross_entropy(logits, idx)
+    total = feat_w * feat + ce_w * ce
+    add("feat", feat)
+    add("ce", ce)
+    add("acc", (logits.argmax(-1) == idx).float().mean())
+    if hq_logits is not None and hq_idx is not None:
+        ce_hq = per_sample_cross_entropy(hq_logits, hq_idx)
+        total = total + ce_w * ce_hq
+        add("ce_hq", ce_hq)
+        add("acc_hq", (hq_logits.argmax(-1) == hq_idx).float().mean())
+    return total
+
+
+class Stage2(Stage):
+    name = "stage2"
+
+    def __init__(self, ctx, dataset, scorer: nn.Module | None = None) -> None:
+        super().__init__(ctx)
+        cfg, s2 = self.cfg, self.cfg.stage2
+        self.model = init_restoration_model(cfg, FROZEN_PREFIXES).to(self.device)
+        self.targets = build_targets(cfg, self.device)
+        self.networks = {"net_g": self.model}
+        self.make_optimizer("g", self.model.parameters(), cfg.optim.lr)
+        self.ema = ModelEMA(self.model, cfg.ema_decay)
+        self.forward_net = ctx.wrap(CodePredictionForward(self.model))
+        self.scorer = None
+        if s2.quality_weight > 0:
+            self.scorer = scorer if scorer is not None else self._build_scorer(s2.quality_scorer)
+            self.scorer.to(self.device).eval()
+            for p in self.scorer.parameters():
+                p.requires_grad_(False)
+
+    @staticmethod
+    def _build_scorer(name: str) -> nn.Module:
+        from iqpfr.quality.base import create_scorer
+
+        scorer = create_scorer(name)
+        if not getattr(scorer, "differentiable", False):
+            raise ValueError(f"stage2.quality_scorer {name!r} is not differentiable; pick one that is "
+                             "(e.g. face-iqa) or set stage2.quality_weight=0")
+        return scorer
+
+    def train_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
+        s2, ctx = self.cfg.stage2, self.ctx
+        n = len(micro_batches)
+        use_quality = self.scorer is not None and step >= s2.quality_start
+        decode = DECODE_NONE
+        if use_quality:
+            decode = DECODE_CONTINUOUS if s2.quality_space == "continuous" else DECODE_DISCRETE
+        opt = self.optimizers["g"]
+        opt.zero_grad(set_to_none=True)
+        logs: dict[str, torch.Tensor] = {}
+
+        def add(key: str, value: torch.Tensor) -> None:
+            logs[key] = logs.get(key, 0) + value.detach().float() / n
+
+        for i, batch in enumerate(micro_batches):
+            idx, hq_idx, target = self.targets(batch)
+            with ctx.no_sync([self.forward_net], i == n - 1):
+                with ctx.autocast():
+                    lq_feat, logits, hq_logits, image = self.forward_net(batch["lq"], batch["score"], decode)
+                    total = code_losses(lq_feat, logits, hq_logits, idx, hq_idx, target,
+                                        feat_w=s2.feat_weight, ce_w=s2.ce_weight, add=add)
+                    if use_quality:
+                        q_loss, q_mean = quality_loss(self.scorer, image)
+                        total = total + s2.quality_weight * q_loss
+                        add("quality", q_mean)
+                (total / n).backward()
+            add("loss", total)
+        self.clip_and_step("g")
+        self.ema.update(self.model)
+        return logs
+
+    @torch.no_grad()
+    def sample_rows(self, batch: dict, count: int = 4) -> list[tuple[torch.Tensor, ...]]:
+        lq, gt = batch["lq"][:count], batch["gt"][:count]
+        with self.ctx.autocast():
+            out = self.ema.shadow(lq, w=0.0, quality=0.9).image.float()
+        return [(lq[i], out[i], gt[i]) for i in range(lq.shape[0])]

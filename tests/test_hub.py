@@ -314,3 +314,15 @@ def test_detect_architecture():
     )
     with pytest.raises(ValueError, match="--arch"):
         detect_architecture(["features.0.weight", "classifier.weight"])
+
+
+@pytest.mark.parametrize(("fixture", "preset"), [("codeformer", "codeformer"), ("gfpgan", "gfpgan-v1.4")])
+def test_official_layouts_are_recognised(fixture, preset):
+    """The released checkpoints' key/shape lists (conformance manifests) map to the right preset."""
+    from conftest import shared_path
+    from iqpfr.weights.convert import match_preset
+
+    manifest = json.loads(shared_path("conformance", fixture, "manifest.json").read_text())
+    state = {t["key"]: torch.empty(t["shape"], device="meta") for t in manifest["weights"]["state_dict"]}
+    assert detect_architecture(state) == preset
+    assert match_preset(state) == preset

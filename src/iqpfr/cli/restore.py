@@ -1,0 +1,388 @@
+"""``iqpfr restore INPUT... -o OUT``: restore every face of whole photos and paste them back.
+
+INPUT: image files, folders (``--recursive`` descends) and globs; .jpg .jpeg .png .webp .bmp .tif
+.tiff in any case. Outputs follow CodeFormer's layout:
+
+    OUT/final_results/<name>[_suffix].<ext>      the whole photo (--save final, the default)
+    OUT/cropped_faces/<name>_<NN>.png            aligned input crops (--save crops)
+    OUT/restored_faces/<name>_<NN>[_suffix].png  restored crops (--save faces)
+
+Existing outputs are skipped unless --overwrite; inputs are never written. A photo with no face is
+copied through (up-scaled if asked). Faces from many photos go through the network together
+(--batch-size) while a thread pool reads, detects and writes. Exit code 1 if any photo failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+SAVE_KINDS = ("final", "faces", "crops")
+FOLDERS = {"final": "final_results", "faces": "restored_faces", "crops": "cropped_faces"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "restore", help="restore the faces of whole photos", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument("-o", "--output", "--output_path", default="results", help="output folder (default: results)")
+    p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders of folder inputs")
+
+    g = p.add_argument_group("restoration")
+    g.add_argument("-w", "--fidelity", "--fidelity_weight", type=float, default=0.5,
+                   help="fidelity weight w in [0, 1]: 0 = best quality, 1 = closest to the input (default 0.5)")
+    g.add_argument("--quality-target", "--quality_target", type=float, default=None,
+                   help="target quality in [0, 1] for quality-conditioned models (default: the model's, 0.9)")
+    g.add_argument("-s", "--upscale", type=float, default=1.0, help="output scale factor (default 1)")
+    g.add_argument("--aligned", "--has_aligned", action="store_true",
+                   help="inputs are FFHQ-aligned face crops (no detection)")
+    g.add_argument("--color-fix", "--color_fix", choices=("none", "adain", "wavelet"), default="none",
+                   help="match restored face colours to the input (default none)")
+    g.add_argument("--grayscale", choices=("auto", "on", "off"), default="auto",
+                   help="keep restored faces gray on gray photos (auto: detected per photo)")
+    g.add_argument("--bg-upsampler", "--bg_upsampler", "--bg-upscale", dest="bg_upsampler",
+                   choices=("none", "resize"), default="resize",
+                   help="background up-scaling: a plain bicubic resize ('none' means the same)")
+
+    g = p.add_argument_group("faces")
+    g.add_argument("--detector", "--detection_model", choices=("dlib-hog", "dlib-cnn", "retinaface"),
+                   default="dlib-hog", help="face detector (default dlib-hog; dlib-cnn is slower, more robust)")
+    g.add_argument("--only-center-face", "--only_center_face", action="store_true",
+                   help="restore only the face nearest the centre")
+    g.add_argument("--largest-face", "--largest_face", action="store_true", help="restore only the largest face")
+    g.add_argument("--min-face-size", "--min_face_size", type=float, default=0.0, metavar="PX",
+                   help="skip faces smaller than PX input pixels")
+    g.add_argument("--max-faces", "--max_faces", type=int, default=None, metavar="N",
+                   help="restore at most the N largest faces per photo")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=None,
+                   help="architecture or zoo name (default: the embedded iqpfr-256); see `iqpfr weights list`")
+    g.add_argument("--weights", default=None, help="weight file (.safetensors/.pth) or zoo name")
+    g.add_argument("--random-init", action="store_true",
+                   help="use a RANDOMLY INITIALISED --model (tests and demos only: the output is noise)")
+    g.add_argument("--offline", action="store_true", help="never download weights")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps (default auto)")
+    g.add_argument("--batch-size", "--batch_size", type=int, default=8, help="faces per network call (default 8)")
+    g.add_argument("--workers", type=int, default=2, help="threads for reading, detection and writing (default 2)")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--ext", default="auto", choices=("auto", "png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"),
+                   help="format of final images (auto: the input's)")
+    g.add_argument("--jpeg-quality", "--output-quality", type=int, default=95,
+                   help="JPEG/WebP quality (default 95)")
+    g.add_argument("--suffix", default=None, help="suffix appended to output names")
+    g.add_argument("--save", default=None,
+                   help="comma list of final,faces,crops (default final; with --aligned: faces,final)")
+    g.add_argument("--json", default=None, metavar="REPORT.json",
+                   help="write a report: per photo and face, box, landmarks, score, timings")
+    g.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
+    g.add_argument("--skip-existing", dest="overwrite", action="store_false", help="keep existing outputs (default)")
+    g.add_argument("--dry-run", action="store_true", help="list what would be written, load nothing")
+    g.add_argument("--max-pixels", type=float, default=None,
+                   help="refuse images above this many megapixels (decompression-bomb guard, default 178)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes, errors only")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``iqpfr restore``; returns the exit code (0 ok, 1 some photo failed)."""
+    return RestoreCommand(args).run()
+
+
+class RestoreCommand:
+    """One ``iqpfr restore`` invocation: plan the outputs, restore, write, report."""
+
+    def __init__(self, args: argparse.Namespace):
+        from iqpfr.cli import CLIError
+
+        self.args = args
+        if not 0.0 <= args.fidelity <= 1.0:
+            raise CLIError(f"--fidelity must be in [0, 1], got {args.fidelity}")
+        if args.quality_target is not None and not 0.0 <= args.quality_target <= 1.0:
+            raise CLIError(f"--quality-target must be in [0, 1], got {args.quality_target}")
+        if not args.upscale > 0:
+            raise CLIError(f"--upscale must be positive, got {args.upscale}")
+        if args.batch_size < 1 or args.workers < 1:
+            raise CLIError("--batch-size and --workers must be at least 1")
+        default_save = "faces,final" if args.aligned else "final"
+        self.save = {s.strip() for s in (args.save or default_save).split(",") if s.strip()}
+        unknown = self.save - set(SAVE_KINDS)
+        if unknown or not self.save:
+            raise CLIError(f"--save takes a comma list of {', '.join(SAVE_KINDS)}; got {args.save!r}")
+        from pathlib import Path
+
+        self.out_dir = Path(args.output)
+        self.errors: list[str] = []
+        self.items: list[dict] = []
+
+    # ---------------------------------------------------------------------------------- planning
+
+    def collect(self) -> None:
+        """Expand inputs into planned items; unusable inputs become failed items."""
+        from iqpfr.io import IMAGE_EXTENSIONS, image_files
+
+        seen: set = set()
+        names: set[str] = set()
+        for text in self.args.inputs:
+            for path, base, error in _expand_input(text, self.args.recursive, IMAGE_EXTENSIONS, image_files):
+                if error is not None:
+                    self.items.append({"input": str(path), "status": "failed", "error": error})
+                    continue
+                key = path.resolve()
+                if key in seen:
+                    continue
+                seen.add(key)
+                name = base
+                if name in names:  # photo.jpg and photo.png in one run
+                    name = f"{base}_{path.suffix.lstrip('.').lower()}"
+                counter = 2
+                while name in names:
+                    name, counter = f"{base}_{counter}", counter + 1
+                names.add(name)
+                self.items.append(self._plan(path, name))
+        inputs = {item["_path"].resolve() for item in self.items if "_path" in item}
+        for item in self.items:
+            if "_path" not in item:
+                continue
+            if any(p.resolve() in inputs for p in item["_targets"]):
+                item.update(status="failed", error=f"{item['input']}: an output would overwrite an input; "
+                            "choose another -o")
+
+    def _plan(self, path, name: str) -> dict:
+        suffix = f"_{self.args.suffix}" if self.args.suffix else ""
+        ext = path.suffix.lower() if self.args.ext == "auto" else f".{self.args.ext}"
+        if ext not in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"):
+            ext = ".png"
+        final = self.out_dir / FOLDERS["final"] / f"{name}{suffix}{ext}"
+        first_face = {
+            "faces": self.out_dir / FOLDERS["faces"] / f"{name}_00{suffix}.png",
+            "crops": self.out_dir / FOLDERS["crops"] / f"{name}_00.png",
+        }
+        targets = [final] if "final" in self.save else [first_face[k] for k in ("faces", "crops") if k in self.save]
+        item = {"input": str(path), "name": name, "status": "pending", "_path": path, "_targets": targets,
+                "_suffix": suffix}
+        if "final" in self.save:
+            item["output"] = str(final)
+        if not self.args.overwrite and targets[0].exists():
+            item["status"] = "skipped"
+            item["note"] = f"{targets[0]} exists (use --overwrite to replace it)"
+        return item
+
+    # ----------------------------------------------------------------------------------- running
+
+    def run(self) -> int:
+        import sys
+
+        self.collect()
+        for item in self.items:
+            if item["status"] == "failed":
+                self._error(item["error"])
+        pending = [item for item in self.items if item["status"] == "pending"]
+        if self.args.dry_run:
+            return self._dry_run()
+        if pending:
+            self._restore(pending)
+        self._write_report()
+        counts = {s: sum(1 for i in self.items if i["status"] == s) for s in ("ok", "no_face", "skipped", "failed")}
+        faces = sum(len(i.get("faces", [])) for i in self.items)
+        print(
+            f"iqpfr restore: {counts['ok']} restored ({faces} faces), {counts['no_face']} without faces, "
+            f"{counts['skipped']} skipped (exist), {counts['failed']} failed -> {self.out_dir}",
+            file=sys.stderr,
+        )
+        if not self.items:
+            self._error("no input images found")
+            return 1
+        return 1 if counts["failed"] else 0
+
+    def _dry_run(self) -> int:
+        for item in self.items:
+            if item["status"] == "failed":
+                continue
+            target = item.get("output") or item["_targets"][0]
+            state = "skip (exists)" if item["status"] == "skipped" else "write"
+            print(f"{item['input']} -> {target} [{state}]")
+        print(f"iqpfr restore: dry run, {len(self.items)} input(s), nothing loaded or written")
+        return 1 if any(i["status"] == "failed" for i in self.items) else 0
+
+    def _restore(self, pending: list[dict]) -> None:
+        import sys
+
+        from tqdm import tqdm
+
+        from iqpfr.cli import CLIError
+        from iqpfr.face.detect import DetectorUnavailable
+        from iqpfr.face.pipeline import FaceFilter
+        from iqpfr.restorer import FaceRestorer, ModelUnavailableError, RestoreOptions
+
+        args = self.args
+        try:
+            restorer = FaceRestorer.from_pretrained(
+                args.weights, model=args.model, device=args.device, detector=args.detector,
+                random_init=args.random_init, offline=args.offline,
+            )
+        except (ModelUnavailableError, RuntimeError, ValueError) as exc:
+            raise CLIError(str(exc)) from None
+        if not args.quiet:
+            print(f"iqpfr restore: model {restorer.description}, {restorer.face_size} px faces, "
+                  f"device {restorer.device}, detector {args.detector}", file=sys.stderr)
+        options = RestoreOptions(
+            fidelity=args.fidelity, quality=args.quality_target, upscale=args.upscale, aligned=args.aligned,
+            face_filter=FaceFilter(args.only_center_face, args.largest_face, args.min_face_size, args.max_faces),
+            color_fix=args.color_fix, grayscale=args.grayscale,
+            max_pixels=None if args.max_pixels is None else int(args.max_pixels * 1e6),
+        )
+        self._by_source = {str(item["_path"]): item for item in pending}
+        progress = tqdm(total=len(pending), desc="restore", unit="img", file=sys.stderr,
+                        disable=True if args.quiet else None)
+        try:
+            stream = restorer.iter_restore(
+                [item["_path"] for item in pending], options=options, batch_size=args.batch_size,
+                workers=args.workers, finish=self._write_outputs,
+            )
+            for position, result in stream:
+                self._record(pending[position], result, progress)
+                progress.update(1)
+        except DetectorUnavailable as exc:
+            raise CLIError(str(exc)) from None
+        finally:
+            progress.close()
+
+    def _record(self, item: dict, result, progress) -> None:
+        if isinstance(result, BaseException):
+            item["status"] = "failed"
+            item["error"] = _one_line(result, item["input"])
+            self._error(item["error"], progress)
+            return
+        written, write_notes = result.extra
+        item["status"] = "ok" if result.faces else "no_face"
+        item["size"] = list(result.output.size)
+        item["notes"] = list(result.notes) + write_notes
+        item["written"] = [str(p) for p in written]
+        item["timings"] = {k: round(v, 5) for k, v in result.timings.items()}
+        item["faces"] = []
+        for record in result.faces:
+            face = record.to_dict()
+            if record.landmarks68 is not None:
+                face["landmarks68"] = [[round(float(x), 2), round(float(y), 2)] for x, y in record.landmarks68]
+            item["faces"].append(face)
+        if not self.args.quiet:
+            import sys
+
+            for note in item["notes"]:
+                progress.write(f"iqpfr restore: {item['input']}: {note}", file=sys.stderr)
+
+    def _write_outputs(self, result) -> tuple[list, list[str]]:
+        """Runs in a worker thread: write the planned files of one restored photo."""
+        import numpy as np
+
+        from iqpfr.io import ImageWriteError, LoadedImage, format_for_suffix, write_image
+
+        item = self._by_source[str(result.source)]
+        name, suffix = item["name"], item["_suffix"]
+        overwrite = self.args.overwrite
+        written, notes = [], []
+
+        def save(path, image) -> None:
+            try:
+                notes.extend(f"{path.name}: {n}" for n in write_image(path, image, quality=self.args.jpeg_quality,
+                                                                      overwrite=overwrite))
+                written.append(path)
+            except ImageWriteError:
+                if path.exists() and not overwrite:
+                    notes.append(f"kept existing {path} (use --overwrite to replace it)")
+                else:
+                    raise
+
+        for kind, attribute, folder_suffix in (("crops", "crop", ""), ("faces", "restored", suffix)):
+            if kind not in self.save:
+                continue
+            for record in result.faces:
+                pixels = getattr(record, attribute)
+                if pixels is None:
+                    continue
+                image = LoadedImage(pixels=np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8))
+                save(self.out_dir / FOLDERS[kind] / f"{name}_{record.index:02d}{folder_suffix}.png", image)
+        if "final" in self.save:
+            final = item["_targets"][0]
+            source = item["_path"]
+            same_format = format_for_suffix(final) == format_for_suffix(source) if source.suffix.lower() in (
+                ".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff") else False
+            if not result.faces and self.args.upscale == 1 and same_format:
+                # nothing changed: copy the original bytes (all metadata kept, no re-encoding loss)
+                from iqpfr.utils.fs import atomic_write_bytes
+
+                try:
+                    atomic_write_bytes(final, source.read_bytes(), overwrite=overwrite)
+                    written.append(final)
+                except FileExistsError:
+                    notes.append(f"kept existing {final} (use --overwrite to replace it)")
+            else:
+                save(final, result.output)
+        return written, notes
+
+    # --------------------------------------------------------------------------------- reporting
+
+    def _error(self, message: str, progress=None) -> None:
+        import sys
+
+        line = f"iqpfr restore: error: {message}"
+        if progress is not None:
+            progress.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
+    def _write_report(self) -> None:
+        if not self.args.json:
+            return
+        import json
+
+        from iqpfr import __version__
+        from iqpfr.utils.fs import atomic_write_text
+
+        args = self.args
+        report = {
+            "iqpfr_version": __version__,
+            "settings": {
+                "fidelity": args.fidelity, "quality_target": args.quality_target, "upscale": args.upscale,
+                "aligned": args.aligned, "detector": args.detector, "model": args.model, "weights": args.weights,
+                "random_init": args.random_init, "color_fix": args.color_fix, "batch_size": args.batch_size,
+                "save": sorted(self.save), "output": str(self.out_dir),
+            },
+            "images": [{k: v for k, v in item.items() if not k.startswith("_")} for item in self.items],
+        }
+        atomic_write_text(args.json, json.dumps(report, indent=1) + "\n")
+
+
+def _one_line(exc: BaseException, label: str) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if label in text else f"{label}: {text}"
+
+
+def _expand_input(text: str, recursive: bool, extensions, image_files):
+    """Yield (path, output base name, error or None) for one INPUT argument."""
+    import glob
+    from pathlib import Path
+
+    path = Path(text)
+    if path.is_dir():
+        files = image_files(path, recursive=recursive)
+        if not files:
+            yield path, "", f"{path}: folder has no images ({', '.join(extensions)})"
+        for file in files:
+            yield file, file.relative_to(path).with_suffix("").as_posix(), None
+        return
+    if path.exists() or path.is_symlink():
+        yield path, path.stem, None
+        return
+    if any(c in text for c in "*?["):
+        matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+        matches = [m for m in matches if m.is_file() and m.suffix.lower() in extensions]
+        if not matches:
+            yield path, "", f"{text}: no image files match this pattern"
+        for match in matches:
+            yield match, match.stem, None
+        return
+    yield path, "", f"{path}: no such file or folder"

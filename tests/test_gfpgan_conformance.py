@@ -113,3 +113,21 @@ def test_no_sft_half_and_shared_latent_variants_run():
     # full-width SFT: conditions as wide as the decoder (32 channels), twice the U-Net's 16
     assert conditions[-1][0].shape == (1, 32, 32, 32)
     assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
+
+
+def test_quality_adapter_hooks_into_style_code():
+    from iqpfr.models.adapters import attach_quality_adapter
+
+    torch.manual_seed(0)
+    model = GFPGANv1Clean(**TINY).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    q = torch.tensor([0.1, 0.95])
+    with torch.no_grad():
+        plain = model(x).image
+        attach_quality_adapter(model)
+        assert torch.equal(model(x, quality=q).image, plain)  # zero-initialised: same function
+        for p in model.quality_adapter.parameters():
+            p.normal_()
+        low, high = model(x, quality=torch.tensor([0.1, 0.1])).image, model(x, quality=q).image
+    assert torch.equal(low[0], high[0])
+    assert (low[1] - high[1]).abs().max() > 1e-3

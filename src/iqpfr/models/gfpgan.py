@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iqpfr.models.adapters import apply_quality_adapter
 from iqpfr.models.outputs import RestoreOutput
 from iqpfr.models.stylegan2 import LEAKY_SLOPE, StyleGAN2Generator
 
@@ -189,6 +190,11 @@ class GFPGANv1Clean(nn.Module):
             conditions.append((scale_branch(feat), shift_branch(feat)))
         return style_code, conditions
 
+    def condition(self, style_code: torch.Tensor, quality: float | torch.Tensor | None) -> torch.Tensor:
+        """Add the quality condition to style_code (B, num_latent, num_style_feat): identity unless a
+        plug-and-play quality adapter is attached (``iqpfr.models.adapters``)."""
+        return apply_quality_adapter(self, style_code, quality)
+
     def decode(
         self,
         style_code: torch.Tensor,
@@ -212,8 +218,10 @@ class GFPGANv1Clean(nn.Module):
         """Restore a batch of aligned faces.
 
         lq: (B, 3, out_size, out_size) in [-1, 1]. ``w`` (fidelity) and ``quality`` are accepted for a
-        common model API and ignored, as the official GFPGAN ignores its ``weight`` argument.
+        common model API; ``w`` is ignored, as the official GFPGAN ignores its ``weight`` argument, and
+        ``quality`` (float or (B,) in [0, 1], None = 0.9) only matters with a quality adapter attached.
         Returns ``RestoreOutput(image=(B, 3, out_size, out_size))``, not clamped.
         """
         style_code, conditions = self.encode(lq)
+        style_code = self.condition(style_code, quality)
         return RestoreOutput(image=self.decode(style_code, conditions, noise=noise))

@@ -38,17 +38,19 @@ _TINY = dict(
     codebook_size=64, emb_dim=32, dim_embd=64, n_head=4, n_layers=2, dim_mlp=128,
     connect_list=(32, 64),
 )
-# 256 px, 16x16 latent (same token grid as the paper), narrower channels and transformer.
+# 256 px, 16x16 latent (the paper's token grid and 1024x256 codebooks), one ResBlock per level,
+# narrow high-resolution levels and a 6x384 Transformer: ~24 GFLOP per face (CodeFormer-512: 808).
+# Like CodeFormer-512 (fusion up to 256 px) it fuses up to half resolution.
 _IQPFR_256 = dict(
-    img_size=256, nf=32, ch_mult=(1, 2, 2, 4, 8), res_blocks=2, attn_resolutions=(16,),
+    img_size=256, nf=32, ch_mult=(1, 1, 2, 4, 8), res_blocks=1, attn_resolutions=(16,),
     codebook_size=1024, emb_dim=256, dim_embd=384, n_head=6, n_layers=6, dim_mlp=768,
-    connect_list=(32, 64, 128, 256),
-)
-# 128 px, 16x16 latent, small enough to train on a CPU for demonstration runs.
-_IQPFR_128 = dict(
-    img_size=128, nf=32, ch_mult=(1, 2, 4, 4), res_blocks=1, attn_resolutions=(16,),
-    codebook_size=512, emb_dim=128, dim_embd=256, n_head=4, n_layers=4, dim_mlp=512,
     connect_list=(32, 64, 128),
+)
+# 128 px, 16x16 latent, 512x128 codebooks, 4x256 Transformer: ~6 GFLOP per face, CPU-trainable.
+_IQPFR_128 = dict(
+    img_size=128, nf=32, ch_mult=(1, 1, 2, 4), res_blocks=1, attn_resolutions=(16,),
+    codebook_size=512, emb_dim=128, dim_embd=256, n_head=4, n_layers=4, dim_mlp=512,
+    connect_list=(32, 64),
 )
 
 # GFPGAN v1.4 as built by the official GFPGANer (arch="clean", channel_multiplier=2).
@@ -71,6 +73,8 @@ PRESETS: dict[str, ModelSpec] = {
     "codeformer-tiny+q": ModelSpec(_CF, _TINY, _QA, "tiny CodeFormer + quality adapter (tests)"),
     "gfpgan-v1.4": ModelSpec(_GF, _GFPGAN_512, description="official GFPGAN v1.4 (clean), 512 px"),
     "gfpgan-tiny": ModelSpec(_GF, _GFPGAN_TINY, description="tiny GFPGAN for tests, 64 px"),
+    "gfpgan-v1.4+q": ModelSpec(_GF, _GFPGAN_512, _QA, "GFPGAN v1.4 + zero-initialised quality adapter"),
+    "gfpgan-tiny+q": ModelSpec(_GF, _GFPGAN_TINY, _QA, "tiny GFPGAN + quality adapter (tests)"),
     "iqpfr-512": ModelSpec(_IQ, _CODEFORMER_512, description="IQPFR at paper scale, 512 px"),
     "iqpfr-256": ModelSpec(_IQ, _IQPFR_256, description="IQPFR, 256 px, one-GPU / CPU-inference size"),
     "iqpfr-128": ModelSpec(_IQ, _IQPFR_128, description="IQPFR, 128 px, CPU-trainable fallback"),
@@ -83,10 +87,18 @@ def list_models() -> list[str]:
     return sorted(PRESETS)
 
 
+# classes buildable from a checkpoint's config without being a preset themselves
+EXTRA_CLASSES = ("iqpfr.models.autoencoder:VQAutoEncoder",)
+
+
+def known_classes() -> set[str]:
+    return {spec.cls for spec in PRESETS.values()} | set(EXTRA_CLASSES)
+
+
 def import_class(path: str) -> type[nn.Module]:
-    """Import ``"module:Class"``; only classes named by a preset may be imported this way."""
-    if path not in {spec.cls for spec in PRESETS.values()}:
-        raise ValueError(f"unknown model class {path!r}; known: {sorted({s.cls for s in PRESETS.values()})}")
+    """Import ``"module:Class"``; only preset classes (and ``EXTRA_CLASSES``) may be imported."""
+    if path not in known_classes():
+        raise ValueError(f"unknown model class {path!r}; known: {sorted(known_classes())}")
     module_name, class_name = path.split(":")
     return getattr(importlib.import_module(module_name), class_name)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -165,15 +167,15 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: o
                 "(decompression-bomb guard; raise max_pixels if the image is genuine)",
             )
         notes: list[str] = []
-        frames = getattr(pil, "n_frames", 1)
-        if frames > 1:
-            notes.append(f"animated/multi-frame ({frames} frames): only the first frame is used")
-            pil.seek(0)
-        fmt = pil.format
-        exif = pil.getexif()
-        orientation = int(exif.get(_EXIF_ORIENTATION, 1) or 1)
-        icc = pil.info.get("icc_profile")
         try:
+            frames = getattr(pil, "n_frames", 1)
+            if frames > 1:
+                notes.append(f"animated/multi-frame ({frames} frames): only the first frame is used")
+                pil.seek(0)
+            fmt = pil.format
+            exif = pil.getexif()  # may read past the pixel data (PNG eXIf chunk): inside the try
+            orientation = int(exif.get(_EXIF_ORIENTATION, 1) or 1)
+            icc = pil.info.get("icc_profile")
             if _is_sixteen_bit(data, pil):
                 pixels, alpha, gray = _decode_sixteen_bit(data, label)
             else:
@@ -181,7 +183,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: o
                 pixels, alpha, gray = _pil_to_arrays(pil, notes, label)
         except ImageReadError:
             raise
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
             raise ImageReadError(label, f"truncated or corrupt image data ({exc})") from None
 
     if orientation != 1:

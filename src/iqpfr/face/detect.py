@@ -191,27 +191,30 @@ class RetinaFaceDetector(FaceDetector):
 
     name = "retinaface"
 
-    def __init__(self, weights: str | Path | None = None, *, device: str = "cpu", score_threshold: float = 0.9):
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        score_threshold: float = 0.9,
+        offline: bool = False,
+    ):
         self.score_threshold = score_threshold
         self.device = device
-        self.weights = self._resolve(weights)
+        self.weights = self._resolve(weights, offline)
         raise DetectorUnavailable(
             f"retinaface: weights found at {self.weights}, but the RetinaFace network is not implemented in "
             "this version of iqpfr; use --detector dlib-hog or dlib-cnn"
         )
 
     @staticmethod
-    def _resolve(weights: str | Path | None) -> Path:
+    def _resolve(weights: str | Path | None, offline: bool) -> Path:
         if weights is not None and Path(weights).is_file():
             return Path(weights)
+        from iqpfr.weights import resolve_weights
+
         try:
-            from iqpfr import hub
-        except ImportError:
-            hub = None
-        if hub is None or not hasattr(hub, "resolve_weights"):
-            raise DetectorUnavailable("retinaface: weights unavailable (the model zoo iqpfr.hub is not installed)")
-        try:
-            return Path(hub.resolve_weights(str(weights or RETINAFACE_ZOO_NAME)))
+            return Path(resolve_weights(str(weights or RETINAFACE_ZOO_NAME), offline=offline))
         except Exception as exc:  # any hub failure (offline, unknown name, hash mismatch) is one line
             raise DetectorUnavailable(f"retinaface: weights unavailable ({exc})") from None
 
@@ -222,14 +225,16 @@ class RetinaFaceDetector(FaceDetector):
 # ---------------------------------------------------------------------------------------- factory
 
 
-def create_detector(name: str = "dlib-hog", *, device: str = "cpu", weights: str | Path | None = None) -> FaceDetector:
+def create_detector(
+    name: str = "dlib-hog", *, device: str = "cpu", weights: str | Path | None = None, offline: bool = False
+) -> FaceDetector:
     """Build a detector by name: ``dlib-hog`` (default, offline), ``dlib-cnn`` or ``retinaface``."""
     if name == "dlib-hog":
         return DlibDetector("hog")
     if name == "dlib-cnn":
         return DlibDetector("cnn")
     if name == "retinaface":
-        return RetinaFaceDetector(weights, device=device)
+        return RetinaFaceDetector(weights, device=device, offline=offline)
     raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
 
 

@@ -100,7 +100,10 @@ def test_convert_cli(tmp_path, capsys):
     assert main(["weights", "convert", str(src)]) == 0
     out_dir = tmp_path / "GFPGANfake"
     config = json.loads((out_dir / "config.json").read_text())
-    assert config["architecture"] == "gfpgan-v1.4" and config["source_key"] == "params_ema"
+    assert (
+        config["architecture"] == "gfpgan-v1.4"
+        and config["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    )
     from safetensors.torch import load_file
 
     loaded = load_file(str(out_dir / "model.safetensors"))

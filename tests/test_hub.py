@@ -26,7 +26,7 @@ from iqpfr.weights import (
     weights_dir,
 )
 from iqpfr.weights import zoo as zoo_module
-from iqpfr.weights.convert import convert_checkpoint, detect_architecture, load_state_dict, read_config
+from iqpfr.weights.convert import convert_checkpoint, match_preset
 from weights_server import make_entry, payload, serve
 
 DATA = payload()
@@ -238,59 +238,45 @@ def test_embedded_entries_resolve_inside_the_package():
 # --- conversion --------------------------------------------------------------------------------
 
 
-def _tiny_state_dict(family: str) -> dict[str, torch.Tensor]:
-    """The state dict of a tiny preset; a hand-made one with the family's key names when the
-    network module is not available."""
-    try:
-        from iqpfr.models.factory import create_model
+def _tiny_state_dict(preset: str) -> dict[str, torch.Tensor]:
+    from iqpfr.models.factory import create_model
 
-        torch.manual_seed(0)
-        return create_model(f"{family}-tiny").state_dict()
-    except ImportError:
-        keys = {
-            "codeformer": [
-                "position_emb",
-                "quantize.embedding.weight",
-                "idx_pred_layer.1.weight",
-                "ft_layers.0.norm1.weight",
-            ],
-            "gfpgan": [
-                "conv_body_first.weight",
-                "stylegan_decoder.constant_input.weight",
-                "condition_scale.0.0.weight",
-                "final_linear.weight",
-            ],
-        }[family]
-        gen = torch.Generator().manual_seed(0)
-        return {k: torch.randn(3, 4, generator=gen) for k in keys}
+    torch.manual_seed(0)
+    return create_model(preset).state_dict()
 
 
-@pytest.mark.parametrize("family", ["codeformer", "gfpgan"])
-def test_convert_round_trip(tmp_path, family):
-    state = _tiny_state_dict(family)
-    src = tmp_path / f"{family}.pth"
+@pytest.mark.parametrize("preset", ["codeformer-tiny", "gfpgan-tiny"])
+def test_convert_round_trip(tmp_path, preset):
+    from iqpfr.models.checkpoint import load_model, load_state_dict_file, read_model_config
+
+    state = _tiny_state_dict(preset)
+    src = tmp_path / "official.pth"
     torch.save({"params_ema": state, "params": {k: v + 1 for k, v in state.items()}}, src)
     weights, config_path = convert_checkpoint(src, tmp_path / "out")
     assert weights == tmp_path / "out" / "model.safetensors"
-    loaded, key = load_state_dict(weights)
-    assert key is None and loaded.keys() == state.keys()
+    loaded = load_state_dict_file(weights)
+    assert loaded.keys() == state.keys()
     for k in state:
         assert torch.equal(loaded[k], state[k]), k  # params_ema, not params
     config = json.loads(config_path.read_text())
-    assert config == read_config(weights)
-    assert config["architecture"].startswith(family)
-    assert config["source_sha256"] == sha256_file(src) and config["source_key"] == "params_ema"
+    assert config == read_model_config(weights)
+    assert config["architecture"] == preset  # recognised from the shapes
+    assert config["source_sha256"] == sha256_file(src)
+    # the converted file alone rebuilds the model
+    model = load_model(weights)
+    assert all(torch.equal(model.state_dict()[k], state[k]) for k in state)
     with pytest.raises(FileExistsError):
         convert_checkpoint(src, tmp_path / "out")
 
 
 def test_convert_plain_state_dict_to_file(tmp_path):
-    state = _tiny_state_dict("gfpgan")
+    from iqpfr.models.checkpoint import read_model_config
+
     src = tmp_path / "plain.pth"
-    torch.save(state, src)
+    torch.save(_tiny_state_dict("gfpgan-tiny"), src)
     weights, config_path = convert_checkpoint(src, tmp_path / "g.safetensors", architecture="gfpgan-tiny")
     assert config_path == tmp_path / "g.json"
-    assert read_config(weights)["architecture"] == "gfpgan-tiny"
+    assert read_model_config(weights)["architecture"] == "gfpgan-tiny"
 
 
 class _Evil:
@@ -306,23 +292,19 @@ def test_convert_refuses_pickles_that_need_code(tmp_path):
     assert not (tmp_path / "evil").exists()
 
 
-def test_detect_architecture():
-    assert detect_architecture(["position_emb", "quantize.embedding.weight", "ft_layers.0.x"]) == "codeformer"
-    assert (
-        detect_architecture(["conv_body_first.weight", "stylegan_decoder.x", "final_linear.weight"])
-        == "gfpgan-v1.4"
-    )
+def test_unknown_layout_asks_for_arch(tmp_path):
+    src = tmp_path / "vgg.pth"
+    torch.save({"features.0.weight": torch.zeros(2, 3, 3, 3), "classifier.weight": torch.zeros(4, 2)}, src)
     with pytest.raises(ValueError, match="--arch"):
-        detect_architecture(["features.0.weight", "classifier.weight"])
+        convert_checkpoint(src)
+    assert not (tmp_path / "vgg").exists()
 
 
 @pytest.mark.parametrize(("fixture", "preset"), [("codeformer", "codeformer"), ("gfpgan", "gfpgan-v1.4")])
 def test_official_layouts_are_recognised(fixture, preset):
     """The released checkpoints' key/shape lists (conformance manifests) map to the right preset."""
     from conftest import shared_path
-    from iqpfr.weights.convert import match_preset
 
     manifest = json.loads(shared_path("conformance", fixture, "manifest.json").read_text())
     state = {t["key"]: torch.empty(t["shape"], device="meta") for t in manifest["weights"]["state_dict"]}
-    assert detect_architecture(state) == preset
     assert match_preset(state) == preset

@@ -114,6 +114,30 @@ def test_convert_cli(tmp_path, capsys):
     assert "none.pth" in capsys.readouterr().err
 
 
+def test_download_to_safetensors(monkeypatch, tmp_path):
+    import io
+
+    from iqpfr.models.checkpoint import load_model
+    from iqpfr.models.factory import create_model
+
+    state = create_model("gfpgan-tiny").state_dict()
+    buffer = io.BytesIO()
+    torch.save({"params_ema": state}, buffer)
+    blob = buffer.getvalue()
+    with serve({"/g.pth": blob}) as (url, _):
+        entry = make_entry(
+            "t-gfp",
+            (f"{url}/g.pth",),
+            hashlib.sha256(blob).hexdigest(),
+            kind="restoration",
+            architecture="gfpgan-tiny",
+        )
+        monkeypatch.setitem(zoo_module.ZOO, entry.name, entry)
+        assert main(["weights", "download", entry.name, "--to", "safetensors"]) == 0
+    model = load_model(weights_dir() / "t-gfp" / "model.safetensors")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
 def test_doctor_json(capsys):
     assert main(["doctor", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

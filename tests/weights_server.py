@@ -63,13 +63,6 @@ def payload(n: int = 300_000) -> bytes:
 
 
 def make_entry(name: str, urls: tuple[str, ...], sha256: str | None, **kw) -> ZooEntry:
-    """A zoo entry for a test file called ``<name>.bin``."""
-    return ZooEntry(
-        name=name,
-        filename=f"{name}.bin",
-        kind="perceptual",
-        licence="test licence",
-        urls=urls,
-        sha256=sha256,
-        **kw,
-    )
+    """A zoo entry for a test file called ``<name>.bin`` (``kind`` defaults to perceptual)."""
+    kw.setdefault("kind", "perceptual")
+    return ZooEntry(name=name, filename=f"{name}.bin", licence="test licence", urls=urls, sha256=sha256, **kw)

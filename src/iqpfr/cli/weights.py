@@ -54,6 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="accept files whose zoo entry pins no sha256 (pinned hashes are always checked)",
     )
     p.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds (default 30)")
+    p.add_argument(
+        "--to",
+        choices=("pth", "safetensors"),
+        default="pth",
+        help="safetensors: also convert restoration .pth files to <cache>/<name>/model.safetensors",
+    )
     p.set_defaults(func=_download)
 
     p = actions.add_parser("verify", help="check a file's sha256")
@@ -155,8 +161,25 @@ def _download(args: argparse.Namespace) -> int:
             print(f"iqpfr weights download: {exc}", file=sys.stderr)
             continue
         print(f"{name}: {path}")
+        if args.to == "safetensors" and entry.architecture and path.suffix != ".safetensors":
+            try:
+                path = _to_safetensors(path, path.parent / entry.name, entry.architecture)
+            except (OSError, ValueError) as exc:
+                failed += 1
+                print(f"iqpfr weights download: {name}: conversion failed: {exc}", file=sys.stderr)
+                continue
+            print(f"{name}: {path}")
         print(f"  licence: {entry.licence}")
     return 1 if failed else 0
+
+
+def _to_safetensors(src, folder, architecture: str):
+    from iqpfr.weights.convert import convert_checkpoint
+
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        return weights
+    return convert_checkpoint(src, folder, architecture=architecture)[0]
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -22,14 +22,29 @@ LAYER_CHANNELS = (64, 128, 256, 512, 512)
 _SLICE_ENDS = (4, 9, 16, 23, 30)
 
 
+# VGG-16 configuration "D": conv widths, "M" = 2x2 max-pool; the last max-pool is not needed
+_VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+
+
+def vgg16_features() -> nn.Sequential:
+    """VGG-16 convolutional trunk up to relu5_3, indexed like torchvision's ``vgg16().features``."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for item in _VGG16_LAYOUT:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers += [nn.Conv2d(channels, int(item), kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            channels = int(item)
+    return nn.Sequential(*layers)
+
+
 class LPIPSVGG(nn.Module):
     """``forward(x, y)`` with images (B, 3, H, W) in [-1, 1] returns distances (B,)."""
 
     def __init__(self) -> None:
         super().__init__()
-        from torchvision.models import vgg16
-
-        self.features = vgg16(weights=None).features[: _SLICE_ENDS[-1]]
+        self.features = vgg16_features()
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, kernel_size=1, bias=False) for c in LAYER_CHANNELS)
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))

@@ -1,0 +1,123 @@
+"""``iqpfr eval`` and ``iqpfr make-testset``: pairing, resume, failures, summaries, protocol files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from iqpfr.cli import main
+from iqpfr.data.image_files import read_rgb, write_rgb
+from iqpfr.eval.metrics import psnr, ssim
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return {r["file"]: r for r in csv.DictReader(fh)}
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    rng = np.random.default_rng(0)
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    for i in range(5):
+        gt = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        pred = np.clip(gt.astype(int) + rng.integers(-20, 20, gt.shape), 0, 255).astype(np.uint8)
+        write_rgb(gt_dir / f"img{i}.png", gt)
+        write_rgb(pred_dir / f"img{i}.png", pred)
+    return gt_dir, pred_dir
+
+
+def test_eval_writes_csv_summary_and_resumes(pairs, tmp_path, capsys):
+    gt_dir, pred_dir = pairs
+    out = tmp_path / "res" / "results.csv"
+    rc = main(["eval", "--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", "psnr,ssim", "-o", str(out),
+               "--batch-size", "2"])
+    assert rc == 0
+    rows = _rows(out)
+    assert sorted(rows) == [f"img{i}.png" for i in range(5)]
+    for name, row in rows.items():
+        p, g = read_rgb(pred_dir / name), read_rgb(gt_dir / name)
+        assert abs(float(row["psnr"]) - psnr(p, g)) < 1e-5 and abs(float(row["ssim"]) - ssim(p, g)) < 1e-6
+    summary = json.loads(out.with_name("results.summary.json").read_text())
+    assert summary["n_images"] == 5 and summary["protocol"]["ssim"]["kind"] == "fr"
+    assert abs(summary["metrics"]["psnr"]["mean"] - np.mean([float(r["psnr"]) for r in rows.values()])) < 1e-6
+    assert "numpy" in summary["versions"] and summary["config"]["metrics"] == ["psnr", "ssim"]
+    assert "| psnr |" in out.with_name("results.summary.md").read_text()
+    assert (tmp_path / "res" / "results_plots" / "distributions.png").stat().st_size > 1000
+
+    # resume: complete rows are kept as they are, missing rows and missing columns are computed
+    text = out.read_text().replace(rows["img0.png"]["psnr"], "99.5", 1)
+    lines = [ln for ln in text.splitlines() if not ln.startswith("img3.png")]
+    out.write_text("\n".join(lines) + "\n")
+    assert main(["eval", "--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", "psnr,ssim,psnr_y",
+                 "-o", str(out)]) == 0
+    again = _rows(out)
+    assert again["img0.png"]["psnr"] == "99.5"  # not recomputed
+    assert abs(float(again["img3.png"]["psnr"]) - float(rows["img3.png"]["psnr"])) < 1e-6
+    assert all(again[k]["psnr_y"] for k in again)
+
+
+def test_eval_reports_and_skips_bad_files(pairs, tmp_path, capsys):
+    gt_dir, pred_dir = pairs
+    (pred_dir / "img1.png").write_bytes(b"\x89PNG truncated")
+    write_rgb(pred_dir / "orphan.png", np.zeros((32, 32, 3), np.uint8))
+    write_rgb(pred_dir / "img2.png", np.zeros((16, 16, 3), np.uint8), overwrite=True)
+    out = tmp_path / "r.csv"
+    rc = main(["eval", "--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", "psnr", "-o", str(out), "--no-plots"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "img1.png" in err and "orphan" in err and "--resize-to-gt" in err
+    assert sorted(_rows(out)) == ["img0.png", "img3.png", "img4.png"]
+    rc = main(["eval", "--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", "psnr", "-o", str(out),
+               "--no-plots", "--resize-to-gt"])
+    assert "img2.png" in _rows(out)
+    assert main(["eval", "--pred", str(tmp_path / "nope"), "-o", str(out)]) == 2
+    assert main(["eval", "--pred", str(pred_dir), "--metrics", "psnr", "-o", str(out)]) == 2  # psnr needs --gt
+
+
+class _Brightness(torch.nn.Module):
+    """A stand-in no-reference scorer: mean brightness."""
+
+    name = "brightness"
+    higher_better = True
+
+    def score(self, images):
+        return images.mean(dim=(1, 2, 3))
+
+
+def test_eval_uses_any_quality_scorer_by_name(pairs, tmp_path, monkeypatch):
+    import iqpfr.quality.base as base
+
+    gt_dir, pred_dir = pairs
+    monkeypatch.setattr(base, "create_scorer", lambda name, **kw: _Brightness())
+    out = tmp_path / "nr.csv"
+    assert main(["eval", "--pred", str(pred_dir), "--metrics", "brightness", "-o", str(out), "--no-plots"]) == 0
+    rows = _rows(out)
+    expected = read_rgb(pred_dir / "img0.png").mean() / 255
+    assert abs(float(rows["img0.png"]["brightness"]) - expected) < 1e-5
+
+
+def test_make_testset_celeba_protocol(tmp_path):
+    rng = np.random.default_rng(1)
+    hq = tmp_path / "hq"
+    for i in range(4):
+        write_rgb(hq / f"f{i}.png", rng.integers(0, 256, (80, 80, 3), dtype=np.uint8))
+    out = tmp_path / "set"
+    assert main(["make-testset", str(hq), "-o", str(out), "--protocol", "celeba-test", "--seed", "0",
+                 "--size", "64"]) == 0
+    assert sorted(p.name for p in (out / "lq").iterdir()) == [f"f{i}.png" for i in range(4)]
+    assert read_rgb(out / "gt" / "f0.png").shape == (64, 64, 3) == read_rgb(out / "lq" / "f0.png").shape
+    scales = sorted(float(r["scale"]) for r in _rows(out / "params.csv").values())
+    assert scales == [8.0, 8.0, 16.0, 16.0]
+    assert json.loads((out / "protocol.json").read_text())["protocol"] == "celeba-test"
+    before = (out / "lq" / "f2.png").read_bytes()
+    (out / "lq" / "f2.png").unlink()
+    assert main(["make-testset", str(hq), "-o", str(out), "--size", "64"]) == 0
+    assert (out / "lq" / "f2.png").read_bytes() == before  # reproducible from the seed
+    # the pairs evaluate directly
+    assert main(["eval", "--pred", str(out / "lq"), "--gt", str(out / "gt"), "--metrics", "psnr",
+                 "-o", str(tmp_path / "e.csv"), "--no-plots"]) == 0

@@ -8,6 +8,7 @@ and are imported only when a detector is built.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import threading
 from abc import ABC, abstractmethod
@@ -91,7 +92,8 @@ class DlibDetector(FaceDetector):
     """dlib HOG (``kind="hog"``, fast) or CNN/MMOD (``kind="cnn"``, slower, more robust) detector
     with dlib's 68-point (default) or 5-point shape predictor.
 
-    upsample: pyramid up-sampling steps (each roughly halves the smallest findable face, ~80 px at 0).
+    upsample: pyramid up-sampling steps (each roughly halves the smallest findable face, ~80 px at 0);
+    None: 1 for HOG, for the CNN 1 on photos up to 700 px and 0 above.
     max_side: the detection pass runs on a copy shrunk to this long side (landmarks use full resolution).
     """
 
@@ -112,25 +114,30 @@ class DlibDetector(FaceDetector):
         self.kind = kind
         self.name = f"dlib-{kind}"
         self.landmark_count = landmarks
-        self.upsample = (1 if kind == "hog" else 0) if upsample is None else upsample
-        # the CNN is ~50x slower than HOG on CPU; it runs on a 640-pixel copy (up-scaled if smaller)
-        self.max_side = (2000 if kind == "hog" else 640) if max_side is None else max_side
+        self.upsample = upsample
+        # the CNN is ~50x slower than HOG on CPU: it sees at most a 1024-pixel copy
+        self.max_side = (2000 if kind == "hog" else 1024) if max_side is None else max_side
         self.threshold = threshold
         if kind == "hog":
             self._detector = dlib.get_frontal_face_detector()
         else:
             self._detector = dlib.cnn_face_detection_model_v1(str(dlib_model_path("mmod_human_face_detector.dat")))
         model = "shape_predictor_68_face_landmarks.dat" if landmarks == 68 else "shape_predictor_5_face_landmarks.dat"
-        self._predictor = dlib.shape_predictor(str(dlib_model_path(model)))
+        self._predictor = _shape_predictor(str(dlib_model_path(model)))
         self._rectangle = dlib.rectangle
         # dlib objects are not documented as thread-safe: one detection at a time per detector
         self._lock = threading.Lock()
 
     def _detection_scale(self, height: int, width: int) -> float:
         long_side = max(height, width)
-        if long_side > self.max_side or self.kind == "cnn":
-            return self.max_side / long_side
-        return 1.0
+        return self.max_side / long_side if long_side > self.max_side else 1.0
+
+    def _upsample_for(self, height: int, width: int) -> int:
+        if self.upsample is not None:
+            return self.upsample
+        # HOG finds faces from ~80 px, ~40 px after one up-sampling; the CNN is costly, so it
+        # up-samples only small photos (where faces are small)
+        return 1 if self.kind == "hog" or max(height, width) <= 700 else 0
 
     def _boxes(self, rgb: np.ndarray) -> list[tuple[np.ndarray, float]]:
         import cv2
@@ -141,12 +148,13 @@ class DlibDetector(FaceDetector):
             size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
             small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
         small = np.ascontiguousarray(small)
+        upsample = self._upsample_for(*small.shape[:2])
         with self._lock:
             if self.kind == "hog":
-                rects, scores, _ = self._detector.run(small, self.upsample, self.threshold)
+                rects, scores, _ = self._detector.run(small, upsample, self.threshold)
                 found = [(r, float(s)) for r, s in zip(rects, scores)]
             else:
-                found = [(d.rect, float(d.confidence)) for d in self._detector(small, self.upsample)]
+                found = [(d.rect, float(d.confidence)) for d in self._detector(small, upsample)]
                 found = [(r, s) for r, s in found if s >= self.threshold]
         boxes = []
         for rect, score in found:
@@ -168,6 +176,12 @@ class DlibDetector(FaceDetector):
             else:
                 faces.append(DetectedFace(box, score, _ffhq5_from_dlib5(points)))
         return sorted(faces, key=lambda f: (f.box[0], f.box[1]))
+
+
+@functools.lru_cache(maxsize=2)
+def _shape_predictor(path: str):
+    """dlib shape predictors are read-only after loading: one copy per process (the 68-point file is 100 MB)."""
+    return _import_dlib().shape_predictor(path)
 
 
 def _ffhq5_from_dlib5(points: np.ndarray) -> np.ndarray:

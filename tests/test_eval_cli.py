@@ -121,3 +121,23 @@ def test_make_testset_celeba_protocol(tmp_path):
     # the pairs evaluate directly
     assert main(["eval", "--pred", str(out / "lq"), "--gt", str(out / "gt"), "--metrics", "psnr",
                  "-o", str(tmp_path / "e.csv"), "--no-plots"]) == 0
+
+
+def test_eval_sweep_restores_and_tabulates(tmp_path):
+    rng = np.random.default_rng(2)
+    lq, gt = tmp_path / "lq", tmp_path / "gt"
+    for i in range(3):
+        write_rgb(gt / f"a{i}.png", rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+        write_rgb(lq / f"a{i}.png", rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    out = tmp_path / "sweep"
+    args = ["eval-sweep", "--lq", str(lq), "--gt", str(gt), "-o", str(out), "--model", "iqpfr-tiny",
+            "--random-init", "--w", "0,1", "--quality", "0.9", "--metrics", "psnr,ssim", "--no-plots"]
+    assert main(args) == 0
+    table = _rows(out / "sweep.csv")
+    assert sorted(table) == ["w0_q0.9", "w1_q0.9"]
+    assert all(int(r["n"]) == 3 and float(r["psnr"]) > 0 for r in table.values())
+    restored = read_rgb(out / "w1_q0.9" / "a0.png")
+    assert restored.shape == (48, 48, 3)  # resized back to the GT size
+    mtime = (out / "w1_q0.9" / "a0.png").stat().st_mtime_ns
+    assert main(args) == 0  # resumes: existing restorations are kept
+    assert (out / "w1_q0.9" / "a0.png").stat().st_mtime_ns == mtime

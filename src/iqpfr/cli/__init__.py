@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "make_testset",
     "train",
     "eval",
+    "eval_sweep",
     "export",
     "weights",
     "doctor",

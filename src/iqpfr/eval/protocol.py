@@ -64,6 +64,15 @@ _SET_SPECS = (
 )
 
 FULL_REFERENCE = {spec.name: spec for spec in _FR_SPECS}
+# direction of no-reference scores, learned from each scorer's ``higher_better`` when it is built;
+# the classic opinion-unaware metrics are known in advance
+_NR_HIGHER_BETTER: dict[str, bool] = {"niqe": False, "piqe": False, "brisque": False}
+
+
+def record_direction(name: str, higher_better: bool) -> None:
+    """Remember whether the no-reference metric ``name`` is higher-better (from its scorer)."""
+    _NR_HIGHER_BETTER[name] = bool(higher_better)
+
 SET_LEVEL = {spec.name: spec for spec in _SET_SPECS}
 
 
@@ -73,7 +82,7 @@ def metric_spec(name: str) -> MetricSpec:
         return FULL_REFERENCE[name]
     if name in SET_LEVEL:
         return SET_LEVEL[name]
-    return MetricSpec(name, "nr", True, (name,),
+    return MetricSpec(name, "nr", _NR_HIGHER_BETTER.get(name, True), (name,),
                       f"No-reference quality score of the prediction by iqpfr.quality.create_scorer({name!r}), "
                       "images as RGB in [0, 1] at their stored size.")
 

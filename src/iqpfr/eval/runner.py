@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from iqpfr.data.image_files import IMAGE_EXTENSIONS, ImageReadError, list_images, read_rgb
-from iqpfr.eval.protocol import FULL_REFERENCE, SET_LEVEL, metric_spec
+from iqpfr.eval.protocol import FULL_REFERENCE, SET_LEVEL, metric_spec, record_direction
 from iqpfr.utils.fs import atomic_write_text
 
 
@@ -141,7 +141,8 @@ class MetricComputer:
             elif metric not in FULL_REFERENCE:
                 from iqpfr.quality.base import create_scorer
 
-                self.model(f"nr:{metric}", lambda m=metric: create_scorer(m).to(self.device).eval())
+                scorer = self.model(f"nr:{metric}", lambda m=metric: create_scorer(m).to(self.device).eval())
+                record_direction(metric, getattr(scorer, "higher_better", True))
 
     def compute(self, metric: str, preds: list[np.ndarray], gts: list[np.ndarray | None]) -> list[dict[str, float]]:
         """One dict of column values per image."""
@@ -186,6 +187,7 @@ class MetricComputer:
         from iqpfr.quality.base import create_scorer
 
         scorer = self.model(f"nr:{metric}", lambda: create_scorer(metric).to(self.device).eval())
+        record_direction(metric, getattr(scorer, "higher_better", True))
         scores: list[float | None] = [None] * len(preds)
         by_shape: dict[tuple, list[int]] = {}
         for i, p in enumerate(preds):

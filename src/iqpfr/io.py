@@ -152,7 +152,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: o
     except UnidentifiedImageError:
         raise ImageReadError(label, "not an image (unrecognised or unsupported format)") from None
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(label, f"refused as a possible decompression bomb ({exc})") from None
+        raise ImageReadError(label, f"too large to decode safely (decompression-bomb guard: {exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(label, f"corrupt image header ({exc})") from None
 

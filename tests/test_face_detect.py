@@ -78,6 +78,7 @@ def test_face_filters():
     assert FaceFilter(largest=True).select(faces, (240, 100))[0][0].box[0] == 100
     assert FaceFilter(only_center=True).select(faces, (400, 100))[0][0].box[0] == 180
     assert [f.box[0] for f in FaceFilter(max_faces=2).select(faces, (240, 100))[0]] == [100, 180]
+    assert [f.box[0] for f in FaceFilter(index=(0, 2)).select(faces, (240, 100))[0]] == [0, 180]
 
 
 def test_retinaface_without_weights_is_a_clear_error(monkeypatch):

@@ -17,6 +17,7 @@ _LAZY = {
     "load_model": "iqpfr.models.checkpoint",
     "save_model": "iqpfr.models.checkpoint",
     "FaceRestorer": "iqpfr.restorer",
+    "FaceFilter": "iqpfr.face.pipeline",
     "resolve_weights": "iqpfr.weights",
 }
 

@@ -55,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="skip faces smaller than PX input pixels")
     g.add_argument("--max-faces", "--max_faces", type=int, default=None, metavar="N",
                    help="restore at most the N largest faces per photo")
+    g.add_argument("--face-index", "--face_index", default=None, metavar="I,J",
+                   help="restore only these faces (0-based, counted left to right), e.g. 0,2")
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
@@ -113,6 +115,10 @@ class RestoreCommand:
             raise CLIError(f"--save takes a comma list of {', '.join(SAVE_KINDS)}; got {args.save!r}")
         from pathlib import Path
 
+        try:
+            self.face_index = None if args.face_index is None else tuple(int(i) for i in args.face_index.split(","))
+        except ValueError:
+            raise CLIError(f"--face-index takes comma-separated integers, got {args.face_index!r}") from None
         self.out_dir = Path(args.output)
         self.errors: list[str] = []
         self.items: list[dict] = []
@@ -230,7 +236,8 @@ class RestoreCommand:
                   f"device {restorer.device}, detector {args.detector}", file=sys.stderr)
         options = RestoreOptions(
             fidelity=args.fidelity, quality=args.quality_target, upscale=args.upscale, aligned=args.aligned,
-            face_filter=FaceFilter(args.only_center_face, args.largest_face, args.min_face_size, args.max_faces),
+            face_filter=FaceFilter(args.only_center_face, args.largest_face, args.min_face_size, args.max_faces,
+                                   self.face_index),
             color_fix=args.color_fix, grayscale=args.grayscale,
             max_pixels=None if args.max_pixels is None else int(args.max_pixels * 1e6),
         )

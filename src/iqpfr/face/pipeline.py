@@ -24,17 +24,21 @@ class FaceFilter:
 
     only_center: keep the face nearest the image centre; largest: keep the largest face;
     min_size: skip faces whose box is smaller than this many input pixels (shorter side);
-    max_faces: keep at most this many (largest first), None for all.
+    max_faces: keep at most this many (largest first), None for all;
+    index: keep only these positions in the left-to-right order of detected faces, None for all.
     """
 
     only_center: bool = False
     largest: bool = False
     min_size: float = 0.0
     max_faces: int | None = None
+    index: tuple[int, ...] | None = None
 
     def select(self, faces: list[DetectedFace], image_size: tuple[int, int]) -> tuple[list[DetectedFace], list[str]]:
         """The kept faces (left-to-right order preserved) and notes about dropped ones."""
         notes = []
+        if self.index is not None:
+            faces = [f for i, f in enumerate(faces) if i in set(self.index)]
         kept = [f for f in faces if min(f.width, f.height) >= self.min_size]
         if len(kept) < len(faces):
             notes.append(f"{len(faces) - len(kept)} face(s) smaller than {self.min_size:g} px skipped")

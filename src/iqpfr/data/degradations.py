@@ -9,8 +9,8 @@
 - ``JPEG_q``: OpenCV JPEG at integer quality q drawn uniformly from the inclusive range.
 - bilinear resize back to the input size, then rounding and clipping to uint8 steps.
 - optional, for the colour-enhancement variant (method.md section 10): a per-channel colour shift,
-  a photometric jitter (brightness, contrast, saturation, hue in random order) and conversion to gray,
-  all applied to the LQ image after the degradation (as CodeFormer does).
+  conversion to gray and a photometric jitter (brightness, contrast, saturation, hue in random
+  order), in that order, applied to the LQ image only, after the degradation (as CodeFormer does).
 
 Everything random is drawn from a ``numpy.random.Generator`` passed in, so a sample is a pure function
 of (image, config, generator state). :func:`sample_rng` derives the generator of one sample from
@@ -241,12 +241,14 @@ def apply_degradation(img: np.ndarray, params: DegradationParams, kernel_size: i
     x = np.clip(x, 0.0, 1.0)
     x = _jpeg_rgb(x, params.jpeg_quality)
     x = cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR)
+    # CodeFormer's order: 8-bit rounding, colour shift, gray, then the photometric jitter
+    x = np.round(x * 255.0) / 255.0
     if params.color_shift is not None:
         x = np.clip(x + np.asarray(params.color_shift, dtype=np.float32) / 255.0, 0.0, 1.0)
-    if params.photometric is not None:
-        x = _photometric(x, params.photometric)
     if params.gray:
         x = np.repeat(_gray(x)[..., None], 3, axis=2)
+    if params.photometric is not None:
+        x = _photometric(x, params.photometric)
     return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
 
 

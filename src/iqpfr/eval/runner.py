@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from iqpfr.data.image_files import IMAGE_EXTENSIONS, ImageReadError, list_images, read_rgb
+from iqpfr.data.image_files import ImageReadError, list_images, read_rgb
 from iqpfr.eval.protocol import FULL_REFERENCE, SET_LEVEL, metric_spec, record_direction
 from iqpfr.utils.fs import atomic_write_text
 
@@ -298,7 +298,3 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = None) -> EvalR
         except ImportError as exc:
             log(f"iqpfr eval: plots skipped ({exc})")
     return EvalResult(rows=final_rows, summary=summary, failures=failures)
-
-
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS

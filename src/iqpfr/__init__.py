@@ -19,6 +19,10 @@ _LAZY = {
     "FaceRestorer": "iqpfr.restorer",
     "FaceFilter": "iqpfr.face.pipeline",
     "resolve_weights": "iqpfr.weights",
+    "DegradationConfig": "iqpfr.data.degradations",
+    "degrade": "iqpfr.data.degradations",
+    "EvalConfig": "iqpfr.eval.runner",
+    "evaluate": "iqpfr.eval.runner",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -3,12 +3,14 @@
 Two lookup modes over ``num_buckets`` learned rows (method.md §3.3, §13):
 
 * ``"bucket"`` (the paper): row ``floor(num_buckets * q)``, clamped to 0..num_buckets-1, so q = 1.0
-  uses the top row (the reference code indexes out of range there). ``floor`` is computed in the
-  precision of the given value (float32 tensors in float32, Python floats in float64), so decimal
-  inputs such as 0.7 land in bucket 7 either way.
+  uses the top row (the reference code indexes out of range there). q is rounded to float32 first
+  and the product is formed in float32, so a decimal such as 0.7 or 0.9 lands in bucket 7 or 9
+  whether it arrives as a Python float, a float64 or a float32 tensor (and a batch equals its
+  samples run one by one).
 * ``"continuous"``: linear interpolation between the two rows whose bucket centres
-  ((k + 0.5) / num_buckets) surround q; at a bucket centre it equals the bucketed row, below the
-  first centre / above the last it is the first / last row. A smooth quality slider.
+  ((k + 0.5) / num_buckets) surround q; at a bucket centre it equals the bucketed row (interpolation
+  weights within 1e-6 of 0 or 1 are snapped), below the first centre / above the last it is the
+  first / last row. A smooth quality slider.
 """
 
 from __future__ import annotations
@@ -23,17 +25,10 @@ QUALITY_MODES = ("bucket", "continuous")
 
 
 def quality_tensor(quality: float | torch.Tensor | None, batch: int, default: float, device: torch.device) -> torch.Tensor:
-    """Per-sample quality (B,): ``None`` -> ``default``; a float or () tensor is broadcast.
-
-    Python floats become float64 (exact decimal bucketing); tensors keep their floating dtype.
-    """
+    """Per-sample quality (B,) float32: ``None`` -> ``default``; a float or () tensor is broadcast."""
     if quality is None:
         quality = default
-    if not isinstance(quality, torch.Tensor):
-        quality = torch.tensor(float(quality), dtype=torch.float64)
-    elif not quality.is_floating_point():
-        quality = quality.to(torch.float64)
-    quality = quality.to(device).reshape(-1)
+    quality = torch.as_tensor(quality).to(device=device, dtype=torch.float32).reshape(-1)
     if quality.numel() not in (1, batch):
         raise ValueError(f"quality has {quality.numel()} values for a batch of {batch}")
     return quality.expand(batch)
@@ -63,7 +58,8 @@ class QualityEmbedding(nn.Module):
 
     def bucket(self, quality: torch.Tensor) -> torch.Tensor:
         """Paper bucket index (B,) int64 of quality (B,): floor(num_buckets * q) clamped to the table."""
-        return torch.floor(quality * self.num_buckets).clamp(0, self.num_buckets - 1).long()
+        product = quality.to(torch.float32) * self.num_buckets  # float32 on purpose, see module doc
+        return torch.floor(product).clamp(0, self.num_buckets - 1).long()
 
     def forward(self, quality: torch.Tensor) -> torch.Tensor:
         """quality (B,) in [0, 1] -> embedding (B, *shape)."""
@@ -71,9 +67,11 @@ class QualityEmbedding(nn.Module):
             rows = self.weight[self.bucket(quality)]
         else:
             n = self.num_buckets
-            pos = (quality.to(torch.float64) * n - 0.5).clamp(0.0, n - 1.0)
+            pos = (quality.to(torch.float32).to(torch.float64) * n - 0.5).clamp(0.0, n - 1.0)
             lo = torch.floor(pos).clamp(max=n - 2)
-            frac = (pos - lo).to(self.weight.dtype)[:, None]
+            frac = pos - lo
+            frac = torch.where(frac < 1e-6, 0.0, torch.where(frac > 1 - 1e-6, 1.0, frac))
+            frac = frac.to(self.weight.dtype)[:, None]
             lo = lo.long()
             rows = self.weight[lo] * (1.0 - frac) + self.weight[lo + 1] * frac
         return rows.view(-1, *self.shape)

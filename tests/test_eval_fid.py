@@ -136,3 +136,33 @@ def test_lpips_network_and_weight_loading(tmp_path, one_thread):
     loaded = load_lpips_vgg(tmp_path / "vgg.pth", tmp_path / "lin.pth")
     assert torch.equal(loaded.lins[2].weight, torch.full((1, 256, 1, 1), 0.5))
     assert torch.allclose(loaded.features[0].weight, net.features[0].weight.half().float())
+
+
+@pytest.mark.slow
+def test_eval_fid_and_kid_end_to_end_with_a_local_weight_file(tmp_path, one_thread):
+    """The whole FID path of ``iqpfr eval`` with random Inception weights (the real ones cannot be fetched here)."""
+    from iqpfr.cli import main
+    from iqpfr.data.image_files import write_rgb
+
+    torch.manual_seed(0)
+    weights = tmp_path / "inception.pth"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in FIDInceptionV3().state_dict().items()},
+               weights)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        write_rgb(tmp_path / "gt" / f"{i}.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        write_rgb(tmp_path / "pred" / f"{i}.png", rng.integers(0, 128, (64, 64, 3), dtype=np.uint8))
+    out = tmp_path / "r.csv"
+    stats = tmp_path / "ref.npz"
+    assert main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--metrics", "psnr,fid,kid",
+                 "--fid-weights", str(weights), "--fid-save-ref", str(stats), "-o", str(out), "--no-plots"]) == 0
+    import json
+
+    first = json.loads(out.with_name("r.summary.json").read_text())["set_metrics"]
+    assert first["fid"] > 0 and first["fid_n_pred"] == 6 and first["fid_n_ref"] == 6 and "kid" in first
+    # the saved reference statistics give the same FID
+    out2 = tmp_path / "r2.csv"
+    assert main(["eval", "--pred", str(tmp_path / "pred"), "--metrics", "fid", "--fid-ref", str(stats),
+                 "--fid-weights", str(weights), "-o", str(out2), "--no-plots"]) == 0
+    second = json.loads(out2.with_name("r2.summary.json").read_text())["set_metrics"]
+    assert abs(second["fid"] - first["fid"]) < 1e-3 * max(1.0, first["fid"])

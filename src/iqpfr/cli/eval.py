@@ -23,6 +23,10 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps")
     p.add_argument("--crop-border", type=int, default=0, help="pixels cropped per side for PSNR/SSIM (default 0)")
     p.add_argument("--fid-ref", default=None, help="FID/KID reference: image folder or statistics .npz (default: --gt)")
+    p.add_argument("--fid-weights", default="inception-fid", metavar="NAME|PATH",
+                   help="FID Inception weights: zoo name (sha256-checked) or a local file (default inception-fid)")
+    p.add_argument("--fid-save-ref", default=None, metavar="NPZ",
+                   help="save the reference statistics computed from a --fid-ref/--gt folder (reuse with --fid-ref NPZ)")
     p.add_argument("--ids-model", default="dlib", choices=("dlib", "arcface"), help="identity embedding (default dlib)")
     p.add_argument("--resize-to-gt", action="store_true", help="resize predictions to the GT size (bicubic)")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
@@ -61,7 +65,9 @@ def config_from_args(args: argparse.Namespace, pred, gt, out_csv, metrics):
 
     return EvalConfig(pred_dir=Path(pred), gt_dir=Path(gt) if gt else None, out_csv=Path(out_csv),
                       metrics=tuple(metrics), batch_size=args.batch_size, device=args.device,
-                      crop_border=args.crop_border, fid_ref=args.fid_ref, ids_model=args.ids_model,
+                      crop_border=args.crop_border, fid_ref=args.fid_ref,
+                      fid_save_ref=Path(args.fid_save_ref) if args.fid_save_ref else None,
+                      fid_weights=args.fid_weights, ids_model=args.ids_model,
                       resize_to_gt=args.resize_to_gt, recursive=args.recursive, offline=args.offline,
                       plots=not args.no_plots)
 

@@ -38,6 +38,8 @@ class EvalConfig:
     device: str = "auto"
     crop_border: int = 0
     fid_ref: str | None = None  # folder of images or statistics .npz; default: the GT folder
+    fid_weights: str = "inception-fid"  # zoo name or file of the FID Inception weights
+    fid_save_ref: Path | None = None  # write the reference statistics computed from a folder here
     ids_model: str = "dlib"
     resize_to_gt: bool = False
     recursive: bool = False
@@ -137,7 +139,8 @@ class MetricComputer:
             elif metric in SET_LEVEL:
                 from iqpfr.eval.fid import load_fid_inception
 
-                self.model("inception", lambda: load_fid_inception(offline=self.cfg.offline, device=self.device))
+                self.model("inception", lambda: load_fid_inception(self.cfg.fid_weights, offline=self.cfg.offline,
+                                                                    device=self.device))
             elif metric not in FULL_REFERENCE:
                 from iqpfr.quality.base import create_scorer
 
@@ -234,7 +237,10 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = None) -> EvalR
         raise ValueError(f"metrics {', '.join(needs_gt)} need --gt")
     if set_level and cfg.gt_dir is None and cfg.fid_ref is None:
         raise ValueError(f"{', '.join(set_level)} need a reference set: --fid-ref or --gt")
-    pred_files = list_images([cfg.pred_dir], recursive=cfg.recursive)
+    # our own plots may live inside the prediction folder; they are not predictions
+    own_outputs = cfg.out_csv.resolve().with_name(cfg.out_csv.stem + "_plots")
+    pred_files = [(p, r) for p, r in list_images([cfg.pred_dir], recursive=cfg.recursive)
+                  if own_outputs not in p.resolve().parents]
     if not pred_files:
         raise ValueError(f"{cfg.pred_dir}: no images found")
     gts = gt_index(cfg.gt_dir, cfg.recursive) if cfg.gt_dir is not None else {}

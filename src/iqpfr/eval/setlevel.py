@@ -55,9 +55,11 @@ def set_level_metrics(cfg, metrics: list[str], pred_paths: list[Path], computer,
         kernel_inception_distance,
         load_fid_inception,
         load_reference,
+        save_statistics,
     )
 
-    model = computer.model("inception", lambda: load_fid_inception(offline=cfg.offline, device=computer.device))
+    model = computer.model("inception", lambda: load_fid_inception(cfg.fid_weights, offline=cfg.offline,
+                                                                          device=computer.device))
     pred_feats = folder_features(model, pred_paths, cfg.batch_size, log, "fid pred", cfg.progress)
     ref = Path(cfg.fid_ref) if cfg.fid_ref is not None else cfg.gt_dir
     if ref.suffix == ".npz":
@@ -66,6 +68,9 @@ def set_level_metrics(cfg, metrics: list[str], pred_paths: list[Path], computer,
         ref_paths = [p for p, _ in list_images([ref], recursive=cfg.recursive)]
         ref_feats = folder_features(model, ref_paths, cfg.batch_size, log, "fid ref", cfg.progress)
         mu_ref, sigma_ref = feature_statistics(ref_feats)
+        if cfg.fid_save_ref is not None:
+            save_statistics(cfg.fid_save_ref, ref_feats)
+            log(f"iqpfr eval: reference statistics of {ref} saved to {cfg.fid_save_ref}")
     out: dict[str, Any] = {"fid_ref": str(ref), "fid_n_pred": int(len(pred_feats)),
                            "fid_n_ref": int(len(ref_feats)) if ref_feats is not None else None}
     if "fid" in metrics:

@@ -37,7 +37,7 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="compute restoration metrics (PSNR, SSIM, LPIPS, IDS, LMD, FID, NR-IQA)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pred", required=True, help="folder of restored images")
+    p.add_argument("--pred", default=None, help="folder of restored images (required unless --metrics list)")
     p.add_argument("--gt", default=None, help="folder of ground-truth images (same names)")
     p.add_argument("-o", "--output", default="results.csv", help="per-image CSV (default results.csv)")
     add_eval_options(p)
@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics == "list":
         print_metric_list()
         return 0
+    if args.pred is None:
+        raise CLIError("--pred DIR is required")
     for label, folder in (("--pred", args.pred), ("--gt", args.gt)):
         if folder is not None and not Path(folder).is_dir():
             raise CLIError(f"{label} {folder}: no such folder")

@@ -23,6 +23,9 @@ _LAZY = {
     "degrade": "iqpfr.data.degradations",
     "EvalConfig": "iqpfr.eval.runner",
     "evaluate": "iqpfr.eval.runner",
+    "create_scorer": "iqpfr.quality.base",
+    "list_scorers": "iqpfr.quality.base",
+    "QualityScorer": "iqpfr.quality.base",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -7,6 +7,7 @@ import itertools
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from conftest import shared_path
 
@@ -69,5 +70,41 @@ def test_identity_distance_pair_protocol():
     blurred = cv2.GaussianBlur(face, (0, 0), 4)
     worse = identity_distance(blurred, face)
     assert worse["ids"] > same["ids"] and worse["ids_l2"] > 0
-    with pytest.raises(RuntimeError, match="dlib"):
-        identity_distance(face, face, model="arcface")
+
+
+@pytest.fixture
+def one_thread():
+    # small convolutions on a shared 2-core runner are far faster single-threaded
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_arcface_ids_path_with_a_local_weight_file(tmp_path, one_thread):
+    from iqpfr.cli import main
+    from iqpfr.data.image_files import write_rgb
+    from iqpfr.eval.arcface import ArcFaceResNet18, arcface_distances, load_arcface
+
+    with pytest.raises(RuntimeError, match="ArcFace IDS needs"):
+        load_arcface(offline=True)
+    torch.manual_seed(0)
+    net = ArcFaceResNet18()
+    # published checkpoints were saved from DataParallel: keys carry "module."
+    torch.save({f"module.{k}": v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()},
+               tmp_path / "arcface_resnet18.pth")
+    loaded = load_arcface(tmp_path / "arcface_resnet18.pth")
+    face = _face(256)
+    blurred = cv2.GaussianBlur(face, (0, 0), 6)
+    same, other = arcface_distances(loaded, [face, blurred], [face, face])
+    assert same["ids"] < 1e-3 and other["ids"] > same["ids"]
+    write_rgb(tmp_path / "gt" / "a.png", face)
+    write_rgb(tmp_path / "pred" / "a.png", blurred)
+    out = tmp_path / "ids.csv"
+    assert main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--metrics", "ids",
+                 "--ids-model", "arcface", "--arcface", str(tmp_path / "arcface_resnet18.pth"), "-o", str(out),
+                 "--no-plots"]) == 0
+    assert abs(float(out.read_text().splitlines()[1].split(",")[1]) - other["ids"]) < 1e-4
+    (tmp_path / "bad.pth").write_bytes(b"garbage")
+    with pytest.raises(RuntimeError):
+        load_arcface(tmp_path / "bad.pth")

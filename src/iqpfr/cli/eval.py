@@ -28,6 +28,8 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fid-save-ref", default=None, metavar="NPZ",
                    help="save the reference statistics computed from a --fid-ref/--gt folder (reuse with --fid-ref NPZ)")
     p.add_argument("--ids-model", default="dlib", choices=("dlib", "arcface"), help="identity embedding (default dlib)")
+    p.add_argument("--arcface", default="arcface", metavar="NAME|PATH",
+                   help="ArcFace ResNet-18 weights for --ids-model arcface (zoo name or file)")
     p.add_argument("--resize-to-gt", action="store_true", help="resize predictions to the GT size (bicubic)")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     p.add_argument("--offline", action="store_true", help="never download weights")
@@ -68,6 +70,7 @@ def config_from_args(args: argparse.Namespace, pred, gt, out_csv, metrics):
                       crop_border=args.crop_border, fid_ref=args.fid_ref,
                       fid_save_ref=Path(args.fid_save_ref) if args.fid_save_ref else None,
                       fid_weights=args.fid_weights, ids_model=args.ids_model,
+                      arcface_weights=args.arcface,
                       resize_to_gt=args.resize_to_gt, recursive=args.recursive, offline=args.offline,
                       plots=not args.no_plots)
 

@@ -160,17 +160,26 @@ def load_fid_inception(weights: str | Path = "inception-fid", *, offline: bool =
         raise RuntimeError(f"FID needs the Inception-v3 FID weights: {exc}") from None
     state = _load_state_dict(path)
     model = FIDInceptionV3()
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{path}: not FID Inception-v3 weights: {str(exc).splitlines()[0]}") from None
     return model.eval().requires_grad_(False).to(device)
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """A state dict from .safetensors or a pickle (weights_only); RuntimeError naming the file."""
+    try:
+        if Path(path).suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling / safetensors errors of a corrupt or foreign file
+        raise RuntimeError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(state, dict):
+        raise RuntimeError(f"{path}: not a state dict")
+    return state.get("state_dict", state)
 
 
 @torch.no_grad()

@@ -11,8 +11,8 @@ Reported values:
   "Deg." convention of CodeFormer's tables, which use ArcFace; lower is better);
 - ``ids_l2``: the Euclidean distance of the dlib embeddings (dlib's own metric: < 0.6 = same person).
 
-ArcFace (zoo entry ``arcface``) is used instead when ``model="arcface"`` and its weights load; no
-ArcFace source is pinned in the zoo yet, so this raises a clear error until one is.
+``--ids-model arcface`` uses the ArcFace ResNet-18 of :mod:`iqpfr.eval.arcface` instead (whole
+aligned face, 128x128 gray; zoo entry ``arcface`` or a local file).
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ import math
 import numpy as np
 
 from iqpfr.eval import dlib_models
-
-EMBEDDING_MODELS = ("dlib", "arcface")
 
 
 def dlib_embedding(img: np.ndarray, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
@@ -42,25 +40,8 @@ def angle_degrees(a: np.ndarray, b: np.ndarray) -> float:
     return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
 
 
-def identity_distance(pred: np.ndarray, gt: np.ndarray, model: str = "dlib") -> dict[str, float]:
-    """{"ids": degrees, "ids_l2": embedding distance} between two uint8 RGB faces (GT's face box)."""
-    if model == "arcface":
-        raise RuntimeError(arcface_unavailable_message())
-    if model != "dlib":
-        raise ValueError(f"unknown identity model {model!r}; choose from {EMBEDDING_MODELS}")
+def identity_distance(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """{"ids": degrees, "ids_l2": embedding distance} of two uint8 RGB faces with dlib (GT's face box)."""
     box, _ = dlib_models.face_box(gt)
     e_pred, e_gt = dlib_embedding(pred, box), dlib_embedding(gt, box)
     return {"ids": angle_degrees(e_pred, e_gt), "ids_l2": float(np.linalg.norm(e_pred - e_gt))}
-
-
-def arcface_unavailable_message() -> str:
-    """Why ArcFace IDS is not available, naming the zoo entry and where to put the file."""
-    try:
-        from iqpfr.weights import cached_path, get_entry
-
-        entry = get_entry("arcface")
-        where = cached_path("arcface")
-        return (f"ArcFace IDS needs the zoo weights {entry.name!r} ({where}), which have no pinned "
-                f"source yet; use the default dlib identity model (--ids-model dlib)")
-    except Exception:  # the zoo may not list ArcFace at all
-        return "ArcFace IDS needs weights that are not in the model zoo; use --ids-model dlib"

@@ -68,12 +68,9 @@ class LPIPSVGG(nn.Module):
 
 
 def _torch_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from iqpfr.eval.fid import _load_state_dict
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state)
+    return _load_state_dict(path)
 
 
 def load_lpips_vgg(backbone: str | Path = "vgg16-imagenet", linear: str | Path = "lpips-vgg-v0.1", *,
@@ -88,7 +85,10 @@ def load_lpips_vgg(backbone: str | Path = "vgg16-imagenet", linear: str | Path =
         raise RuntimeError(f"LPIPS needs the VGG-16 and LPIPS v0.1 weights: {exc}") from None
     model = LPIPSVGG()
     vgg = {k[len("features."):]: v for k, v in _torch_state(backbone_path).items() if k.startswith("features.")}
-    model.features.load_state_dict({k: v for k, v in vgg.items() if int(k.split(".")[0]) < _SLICE_ENDS[-1]})
+    try:
+        model.features.load_state_dict({k: v for k, v in vgg.items() if int(k.split(".")[0]) < _SLICE_ENDS[-1]})
+    except RuntimeError as exc:
+        raise RuntimeError(f"{backbone_path}: not VGG-16 weights: {str(exc).splitlines()[0]}") from None
     lin_state = _torch_state(linear_path)
     lins = {}
     for i in range(len(LAYER_CHANNELS)):

@@ -47,7 +47,8 @@ _FR_SPECS = (
                "of prediction and GT; face box from dlib's HOG detector on the GT (central fixed box if "
                "none), 5-point landmarks per image, dlib's 150x150 aligned chip with padding 0.25. "
                "ids = angle between embeddings in degrees (CodeFormer's 'Deg.'); ids_l2 = Euclidean "
-               "distance (dlib: < 0.6 same person)."),
+               "distance (dlib: < 0.6 same person). With --ids-model arcface: ArcFace ResNet-18 (GFPGAN/CodeFormer "
+               "arcface_resnet18 layout) on the whole aligned face as 128x128 BT.601 gray in [-1, 1]; angle in degrees."),
     MetricSpec("lmd", "fr", False, ("lmd",),
                "Landmark distance: dlib 68-point landmarks of prediction and GT inside the GT's face box; "
                "mean point distance in pixels of a 512-px-wide image (x 512 / GT width)."),

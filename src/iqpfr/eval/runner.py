@@ -40,7 +40,8 @@ class EvalConfig:
     fid_ref: str | None = None  # folder of images or statistics .npz; default: the GT folder
     fid_weights: str = "inception-fid"  # zoo name or file of the FID Inception weights
     fid_save_ref: Path | None = None  # write the reference statistics computed from a folder here
-    ids_model: str = "dlib"
+    ids_model: str = "dlib"  # or "arcface"
+    arcface_weights: str = "arcface"  # zoo name or file, for ids_model="arcface"
     resize_to_gt: bool = False
     recursive: bool = False
     offline: bool = False
@@ -122,16 +123,13 @@ class MetricComputer:
     def prepare(self, metrics: list[str]) -> None:
         """Load every model the metrics need now, so a missing weight or package fails before any work."""
         for metric in metrics:
-            if metric in ("ids", "lmd"):
+            if metric == "ids" and self.cfg.ids_model == "arcface":
+                self._arcface()
+            elif metric in ("ids", "lmd"):
                 from iqpfr.eval import dlib_models
 
                 dlib_models.model_path("recognition" if metric == "ids" else "landmarks68")
                 dlib_models.detector()
-                if metric == "ids" and self.cfg.ids_model != "dlib":
-                    from iqpfr.eval.identity import identity_distance
-
-                    identity_distance(np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64, 3), np.uint8),
-                                      model=self.cfg.ids_model)
             elif metric == "lpips":
                 from iqpfr.eval.lpips import load_lpips_vgg
 
@@ -158,10 +156,14 @@ class MetricComputer:
         if metric in ("ssim", "ssim_y", "ssim_rgb"):
             channel = {"ssim": "gray", "ssim_y": "y", "ssim_rgb": "rgb"}[metric]
             return [{metric: px.ssim(p, g, channel=channel, crop_border=cb)} for p, g in zip(preds, gts)]
+        if metric == "ids" and self.cfg.ids_model == "arcface":
+            from iqpfr.eval.arcface import arcface_distances
+
+            return arcface_distances(self._arcface(), preds, gts)
         if metric == "ids":
             from iqpfr.eval.identity import identity_distance
 
-            return [identity_distance(p, g, model=self.cfg.ids_model) for p, g in zip(preds, gts)]
+            return [identity_distance(p, g) for p, g in zip(preds, gts)]
         if metric == "lmd":
             from iqpfr.eval.landmarks import landmark_distance
 
@@ -169,6 +171,12 @@ class MetricComputer:
         if metric == "lpips":
             return self._lpips(preds, gts)
         return self._no_reference(metric, preds)
+
+    def _arcface(self):
+        from iqpfr.eval.arcface import load_arcface
+
+        return self.model("arcface", lambda: load_arcface(self.cfg.arcface_weights, offline=self.cfg.offline,
+                                                          device=self.device))
 
     def _lpips(self, preds, gts):
         import torch

@@ -176,11 +176,16 @@ _ENTRIES = (
     ),
     ZooEntry(
         name="arcface",
-        filename="arcface.pth",
+        filename="arcface_resnet18.pth",
         kind="identity",
-        licence="to be stated with the chosen ArcFace release",
-        notes="placeholder for the identity metric (IDS); no source pinned yet: place the file "
-        "in the cache by hand",
+        urls=("https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/arcface_resnet18.pth",),
+        sha256=None,
+        licence="Apache-2.0 (GFPGAN release asset); ArcFace ResNet-18 trained by arcface-pytorch "
+        "(research use)",
+        homepage="https://github.com/TencentARC/GFPGAN",
+        notes="ArcFace ResNet-18 (128x128 gray input) used by GFPGAN's identity loss and CodeFormer-style "
+        "IDS (iqpfr eval --ids-model arcface); sha256 not pinned yet: download with --no-verify and pin "
+        "the printed hash, or pass the file with --arcface PATH",
     ),
 )
 

@@ -75,6 +75,11 @@ def test_eval_reports_and_skips_bad_files(pairs, tmp_path, capsys):
     rc = main(["eval", "--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", "psnr", "-o", str(out),
                "--no-plots", "--resize-to-gt"])
     assert "img2.png" in _rows(out)
+    # per-face outputs named like CodeFormer's (<name>_00.png) pair with --strip-suffix
+    (pred_dir / "orphan.png").rename(pred_dir / "img0_00.png")
+    rc = main(["eval", "--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", "psnr", "-o", str(out),
+               "--no-plots", "--resize-to-gt", "--strip-suffix", "_00"])
+    assert "img0_00.png" in _rows(out)
     assert main(["eval", "--pred", str(tmp_path / "nope"), "-o", str(out)]) == 2
     assert main(["eval", "--pred", str(pred_dir), "--metrics", "psnr", "-o", str(out)]) == 2  # psnr needs --gt
 

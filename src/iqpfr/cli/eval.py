@@ -31,6 +31,8 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arcface", default="arcface", metavar="NAME|PATH",
                    help="ArcFace ResNet-18 weights for --ids-model arcface (zoo name or file)")
     p.add_argument("--resize-to-gt", action="store_true", help="resize predictions to the GT size (bicubic)")
+    p.add_argument("--strip-suffix", default="", metavar="TEXT",
+                   help="remove TEXT from the end of prediction names before pairing with GT (e.g. _00)")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     p.add_argument("--offline", action="store_true", help="never download weights")
     p.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")
@@ -71,7 +73,7 @@ def config_from_args(args: argparse.Namespace, pred, gt, out_csv, metrics):
                       fid_save_ref=Path(args.fid_save_ref) if args.fid_save_ref else None,
                       fid_weights=args.fid_weights, ids_model=args.ids_model,
                       arcface_weights=args.arcface,
-                      resize_to_gt=args.resize_to_gt, recursive=args.recursive, offline=args.offline,
+                      resize_to_gt=args.resize_to_gt, strip_suffix=args.strip_suffix, recursive=args.recursive, offline=args.offline,
                       plots=not args.no_plots)
 
 

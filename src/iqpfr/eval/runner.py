@@ -43,6 +43,7 @@ class EvalConfig:
     ids_model: str = "dlib"  # or "arcface"
     arcface_weights: str = "arcface"  # zoo name or file, for ids_model="arcface"
     resize_to_gt: bool = False
+    strip_suffix: str = ""  # removed from prediction stems before pairing (e.g. "_00" of per-face outputs)
     recursive: bool = False
     offline: bool = False
     plots: bool = True
@@ -259,9 +260,12 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = None) -> EvalR
     todo = []
     for path, rel in pred_files:
         key = rel.as_posix()
-        gt_path = gts.get(_key(rel))
+        gt_key = _key(rel)
+        if cfg.strip_suffix and gt_key.endswith(cfg.strip_suffix):
+            gt_key = gt_key[: -len(cfg.strip_suffix)]
+        gt_path = gts.get(gt_key)
         if needs_gt and gt_path is None:
-            failures.append(f"{path}: no GT image named {_key(rel)}.* in {cfg.gt_dir}")
+            failures.append(f"{path}: no GT image named {gt_key}.* in {cfg.gt_dir}")
             continue
         done = rows.get(key, {})
         missing = [m for m in per_image if any(done.get(c, "") in ("", None) for c in metric_spec(m).columns)]

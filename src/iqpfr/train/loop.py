@@ -161,6 +161,10 @@ def train(cfg: TrainConfig, *, resume: str | None = None, stop_after: int | None
     from iqpfr.utils.device import resolve_device
 
     cfg.validate()
+    resume_path = resolve_resume(cfg, resume)
+    if resume is None and ckpt_io.find_latest(cfg.run_dir) is not None:
+        raise FileExistsError(f"{cfg.run_dir} already holds checkpoints: pass --resume auto to continue "
+                              "that run, or choose another run_dir")
     device = resolve_device(cfg.device)
     info = init_distributed(device)
     if device.type == "cuda" and info.enabled:
@@ -172,7 +176,6 @@ def train(cfg: TrainConfig, *, resume: str | None = None, stop_after: int | None
     stage = build_stage(ctx, dataset, **(stage_overrides or {}))
 
     step = 0
-    resume_path = resolve_resume(cfg, resume)
     if resume_path is not None:
         state = ckpt_io.load_checkpoint(resume_path)
         diffs = _config_differences(state.get("config", {}), config_to_dict(cfg))

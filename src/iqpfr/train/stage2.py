@@ -6,7 +6,7 @@ For an LQ face y (large degradation) whose GT x has score S:
     logits, hq_logits = T(lq_feat)
     L = feat_w * MSE(lq_feat, sg(common[i1] + alpha HQ+[i0]))
         + ce_w * (CE(logits, i1) + CE(hq_logits, i0))                (0.5 each by default)
-        + q_w * (1 - Q(G(lq_feat + sg(quant - lq_feat))))   from `quality_start` on
+        + q_w * relu(1 - Q(G(lq_feat + sg(quant - lq_feat))))   from `quality_start` on
 
 ``Q`` is any differentiable QualityScorer (default: the project's learned face scorer), scores
 mapped to [0, 1] higher-better. The decoder only ever sees discrete codebook features: the
@@ -82,15 +82,19 @@ class CodePredictionForward(nn.Module):
 
 
 def quality_loss(scorer: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(1 - mean normalised score, mean normalised score) of images in [-1, 1]; scores are mapped to
-    [0, 1] with the scorer's ``range`` and flipped for lower-is-better metrics."""
+    """(relu(1 - mean normalised score), mean normalised score) of images in [-1, 1].
+
+    Scores are mapped to [0, 1] with the scorer's ``range`` and flipped for lower-is-better
+    metrics; the hinge (IQPIR's 0.2 * ReLU(1 - q) form) stops pushing once the batch reaches the
+    scorer's "clean" level, which leaves less room to over-optimise the metric.
+    """
     x = ((image.float() + 1) / 2).clamp(0, 1)
     raw = scorer.score(x) if hasattr(scorer, "score") else scorer(x).reshape(-1)
     lo, hi = getattr(scorer, "range", (0.0, 1.0))
     q = (raw.float() - lo) / (hi - lo)
     if not getattr(scorer, "higher_better", True):
         q = 1 - q
-    return 1 - q.mean(), q.mean().detach()
+    return torch.relu(1 - q.mean()), q.mean().detach()
 
 
 def code_losses(lq_feat, logits, hq_logits, idx, hq_idx, target, *, feat_w: float, ce_w: float,

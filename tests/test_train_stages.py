@@ -1,0 +1,143 @@
+"""Each training stage learns on real faces (tiny 32-px configs, CPU, a few dozen steps), and the
+discrete quality loss reaches the encoder only through the straight-through path."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from iqpfr.train.loop import train
+from train_tiny import losses, quality_scorer, tiny_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # two OpenMP threads on a busy 2-core machine run ~10x slower than one
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+@pytest.fixture(scope="module")
+def stage1_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("stage1")
+    # a score threshold that splits the faces: HQ+ branch trained on part of each batch only
+    cfg = tiny_config(1, run, "total_steps=30", "stage1.dead_code_every=10")
+    cfg.data.default_score = None
+    csv = run / "scores.csv"
+    names = sorted(p.name for p in __import__("pathlib").Path(cfg.data.folders[0]).iterdir()
+                   if p.suffix == ".jpg")[:64]
+    csv.write_text("imagename,score\n" + "".join(f"{n},{0.9 if i % 2 else 0.5}\n" for i, n in enumerate(names)))
+    cfg.data.scores_csv = str(csv)
+    return cfg, train(cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def stage2_run(stage1_run, tmp_path_factory):
+    run = tmp_path_factory.mktemp("stage2")
+    init = f"model.init={stage1_run[0].run_dir}/model_ema.safetensors"
+    cfg = tiny_config(2, run, init, "total_steps=30")
+    return cfg, train(cfg, progress=False)
+
+
+def test_stage1_reconstruction_improves(stage1_run):
+    cfg, out = stage1_run
+    h = out["history"]
+    assert len(h) == 30 and not out["stopped"]
+    rec = [r["l1"] + r["perceptual"] for r in h]
+    assert _mean(rec[-5:]) < 0.85 * _mean(rec[:5]), rec
+    # GAN switched on at disc_start with an adaptive weight in [0, 0.8]
+    assert all("g_gan" not in r for r in h[: cfg.stage1.disc_start - 1])
+    weights = losses(h, "d_weight")
+    assert weights and all(0.0 <= w <= 0.8 + 1e-6 for w in weights)
+    # HQ+ branch sees only faces above the threshold (every second face scores 0.9)
+    shares = losses(h, "hq_share")
+    assert 0.1 < _mean(shares) < 0.9
+    assert all(1.0 <= r["perplexity_common"] <= 64 for r in h if "perplexity_common" in r)
+    assert losses(h, "dead_codes_common"), "dead-code re-initialisation did not run"
+    run_dir = __import__("pathlib").Path(cfg.run_dir)
+    assert (run_dir / "model_ema.safetensors").is_file() and (run_dir / "log.jsonl").is_file()
+
+
+def test_stage2_loss_falls(stage2_run):
+    _, out = stage2_run
+    total = losses(out["history"], "loss")
+    assert len(total) == 30
+    assert _mean(total[-5:]) < 0.85 * _mean(total[:5]), total
+    assert losses(out["history"], "ce_hq"), "the HQ+ head is not trained"
+
+
+def test_stage3_loss_falls(stage1_run, stage2_run, tmp_path):
+    cfg = tiny_config(3, tmp_path / "s3", f"model.init={stage2_run[0].run_dir}/model_ema.safetensors",
+                      f"model.vqgan={stage1_run[0].run_dir}/model_ema.safetensors",
+                      f"model.init_discriminator={stage1_run[1]['checkpoint']}", "total_steps=24")
+    out = train(cfg, progress=False)
+    h = out["history"]
+    kinds = [r["image_step"] for r in h]
+    # schedule: image steps to 15, code-only to 20, then every 3rd step an image step
+    assert kinds[:15] == [1.0] * 15 and kinds[15:20] == [0.0] * 5 and kinds[20:] == [1.0, 0.0, 0.0, 1.0]
+    l1 = losses(h, "l1")
+    assert _mean(l1[-4:]) < 0.9 * _mean(l1[:4]), l1
+    code = [r["feat"] + r["ce"] for r in h]
+    assert _mean(code[-4:]) < _mean(code[:4])
+    assert losses(h, "loss_d") and all(r.get("loss_d") is None for r in h[15:20])
+
+
+def _tiny_model_and_batch():
+    from iqpfr.data.dataset import FaceDataset, preset_degrader
+    from iqpfr.models.factory import create_model
+
+    cfg = tiny_config(2, __import__("pathlib").Path("unused"), "model.init=unused")
+    torch.manual_seed(0)
+    model = create_model(cfg.model.name, **cfg.model.overrides)
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.startswith(("quantize.", "generator.", "fuse_convs_dict.")))
+    ds = FaceDataset(cfg.data.folders, resolution=32, seed=0, default_score=0.8, limit=4,
+                     degrader=preset_degrader("large", resolution=32))
+    lq = torch.stack([ds[(0, i)]["lq"] for i in range(4)])
+    return model, lq
+
+
+@pytest.mark.parametrize("space", ["discrete", "continuous"])
+def test_quality_gradient_reaches_encoder(space):
+    from iqpfr.train.stage2 import DECODE_CONTINUOUS, DECODE_DISCRETE, CodePredictionForward, quality_loss
+
+    model, lq = _tiny_model_and_batch()
+    fwd = CodePredictionForward(model)
+    mode = DECODE_DISCRETE if space == "discrete" else DECODE_CONTINUOUS
+    lq_feat, logits, hq_logits, image = fwd(lq, torch.full((4,), 0.8), mode)
+    loss, _ = quality_loss(quality_scorer(), image)
+    loss.backward()
+
+    def grad_norm(prefix: str) -> float:
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix) and p.grad is not None]
+        return float(sum(g.norm() for g in grads)) if grads else 0.0
+
+    assert grad_norm("encoder.") > 0, "quality gradient does not reach the encoder"
+    assert grad_norm("quality_embed.") > 0, "quality gradient does not reach the score embedding"
+    # argmax is not differentiable: the code predictor gets nothing; frozen parts stay frozen
+    assert grad_norm("idx_pred_layer.") == 0 and grad_norm("ft_layers.") == 0
+    assert all(p.grad is None for n, p in model.named_parameters() if n.startswith(("quantize.", "generator.")))
+    if space == "discrete":
+        # the decoder saw exactly the discrete codebook feature (straight-through keeps the value)
+        with torch.no_grad():
+            discrete = model.lookup(logits.argmax(-1), hq_logits.argmax(-1))
+            expected = model.decode(discrete, {}, 0.0)
+        assert torch.equal(image.detach(), expected)
+
+
+def test_stage2_quality_loss_switches_on(stage1_run, tmp_path):
+    init = f"model.init={stage1_run[0].run_dir}/model_ema.safetensors"
+    cfg = tiny_config(2, tmp_path / "q", init, "total_steps=6", "stage2.quality_weight=0.5",
+                      "stage2.quality_start=4")
+    out = train(cfg, progress=False, stage_overrides={"scorer": quality_scorer()})
+    h = out["history"]
+    assert all("quality" not in r for r in h[:3])
+    assert all(math.isfinite(r["quality"]) for r in h[3:])

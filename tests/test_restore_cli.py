@@ -23,6 +23,17 @@ from iqpfr.cli import main
 
 pytest.importorskip("dlib")
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # on a loaded 2-core CI machine one torch thread beats two contending ones by a wide margin
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 ASTRONAUT = Path(str(importlib.resources.files("iqpfr") / "assets" / "astronaut_degraded.jpg"))
 TINY = ["--model", "codeformer-tiny", "--random-init", "--device", "cpu"]
 

@@ -229,6 +229,7 @@ class FaceRestorer:
         device: str | torch.device = "auto",
         detector: str | FaceDetector = "dlib-hog",
         description: str = "",
+        offline: bool = False,
     ):
         from iqpfr.utils.device import resolve_device
 
@@ -237,6 +238,7 @@ class FaceRestorer:
         self.face_size = model_input_size(model)
         self.description = description or type(model).__name__
         self._detector_spec = detector
+        self._offline = offline
         self._detector: FaceDetector | None = detector if isinstance(detector, FaceDetector) else None
 
     @classmethod
@@ -260,12 +262,12 @@ class FaceRestorer:
             net, description = load_restoration_model(architecture, None, random_init=True)
         else:
             net, description = load_restoration_model(model, name_or_path, offline=offline)
-        return cls(net, device=device, detector=detector, description=description)
+        return cls(net, device=device, detector=detector, description=description, offline=offline)
 
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
-            self._detector = create_detector(str(self._detector_spec), device=str(self.device))
+            self._detector = create_detector(str(self._detector_spec), device=str(self.device), offline=self._offline)
         return self._detector
 
     # -------------------------------------------------------------------------------- public API

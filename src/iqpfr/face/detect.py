@@ -197,10 +197,10 @@ RETINAFACE_ZOO_NAME = "retinaface-resnet50"
 
 
 class RetinaFaceDetector(FaceDetector):
-    """RetinaFace (ResNet-50) detector with weights from the model zoo (``iqpfr.hub``, sha256-checked).
+    """RetinaFace (ResNet-50) detector; weights from the model zoo (``iqpfr.weights``, sha256-checked)
+    or a local ``.pth``/``.safetensors`` file. Raises DetectorUnavailable when the weights cannot be had.
 
-    The network itself is not part of this release: constructing it raises DetectorUnavailable with
-    the reason, so callers can fall back to ``dlib-hog``.
+    The photo is resized so its long side lies in [min_side, max_side] before detection.
     """
 
     name = "retinaface"
@@ -211,15 +211,22 @@ class RetinaFaceDetector(FaceDetector):
         *,
         device: str = "cpu",
         score_threshold: float = 0.9,
+        nms_threshold: float = 0.4,
+        min_side: int = 640,
+        max_side: int = 1280,
         offline: bool = False,
     ):
+        from iqpfr.face.retinaface import load_retinaface
+
         self.score_threshold = score_threshold
-        self.device = device
+        self.nms_threshold = nms_threshold
+        self.min_side, self.max_side = min_side, max_side
         self.weights = self._resolve(weights, offline)
-        raise DetectorUnavailable(
-            f"retinaface: weights found at {self.weights}, but the RetinaFace network is not implemented in "
-            "this version of iqpfr; use --detector dlib-hog or dlib-cnn"
-        )
+        try:
+            self._net = load_retinaface(self.weights, device=device)
+        except Exception as exc:  # a wrong or corrupt file: one line naming it
+            raise DetectorUnavailable(f"retinaface: {self.weights}: cannot load ({type(exc).__name__}: {exc})") from None
+        self._lock = threading.Lock()
 
     @staticmethod
     def _resolve(weights: str | Path | None, offline: bool) -> Path:
@@ -229,11 +236,25 @@ class RetinaFaceDetector(FaceDetector):
 
         try:
             return Path(resolve_weights(str(weights or RETINAFACE_ZOO_NAME), offline=offline))
-        except Exception as exc:  # any hub failure (offline, unknown name, hash mismatch) is one line
+        except Exception as exc:  # any zoo failure (offline, unknown name, hash mismatch) is one line
             raise DetectorUnavailable(f"retinaface: weights unavailable ({exc})") from None
 
-    def detect(self, rgb: np.ndarray) -> list[DetectedFace]:  # pragma: no cover - unreachable, see __init__
-        raise DetectorUnavailable("retinaface: network not implemented")
+    def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
+        import cv2
+
+        from iqpfr.face.retinaface import detect_faces
+
+        long_side = max(rgb.shape[:2])
+        scale = min(max(1.0, self.min_side / long_side), self.max_side / long_side)
+        small = rgb
+        if scale != 1.0:
+            size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+            small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        with self._lock:
+            found = detect_faces(self._net, small, score_threshold=self.score_threshold,
+                                 nms_threshold=self.nms_threshold)
+        faces = [DetectedFace(box / scale, score, points / scale) for box, score, points in found]
+        return sorted(faces, key=lambda f: (f.box[0], f.box[1]))
 
 
 # ---------------------------------------------------------------------------------------- factory
@@ -242,7 +263,8 @@ class RetinaFaceDetector(FaceDetector):
 def create_detector(
     name: str = "dlib-hog", *, device: str = "cpu", weights: str | Path | None = None, offline: bool = False
 ) -> FaceDetector:
-    """Build a detector by name: ``dlib-hog`` (default, offline), ``dlib-cnn`` or ``retinaface``."""
+    """Build a detector by name: ``dlib-hog`` (default, offline), ``dlib-cnn`` or ``retinaface``
+    (weights: a local file or the zoo entry ``retinaface-resnet50``, downloaded unless ``offline``)."""
     if name == "dlib-hog":
         return DlibDetector("hog")
     if name == "dlib-cnn":

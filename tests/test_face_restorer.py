@@ -182,3 +182,14 @@ def test_model_loading_errors_are_one_line(tmp_path):
 def test_random_init_is_labelled_and_sized():
     net, description = load_restoration_model("codeformer-tiny", random_init=True)
     assert "RANDOM" in description and model_input_size(net) == 64
+
+
+def test_self_describing_weight_file_loads_by_path(tmp_path, detector):
+    from iqpfr.models.checkpoint import save_model
+    from iqpfr.models.factory import create_model
+
+    path = save_model(create_model("codeformer-tiny"), tmp_path / "tiny.safetensors")
+    restorer = FaceRestorer.from_pretrained(path, device="cpu", detector=detector)
+    assert restorer.face_size == 64 and str(path) in restorer.description
+    out = restorer.restore(ASTRONAUT)
+    assert len(out.faces) == 1 and out.faces[0].restored.shape == (64, 64, 3)

@@ -124,8 +124,13 @@ def test_glob_inputs_and_missing_default_model(tmp_path, capsys):
 def test_aligned_inputs(tmp_path, capsys):
     crop = tmp_path / "face.png"
     Image.open(ASTRONAUT).crop((150, 40, 310, 200)).save(crop)
-    code, err = run_cli(capsys, crop, "-o", tmp_path / "out", *TINY, "--has_aligned")
+    from iqpfr.models.checkpoint import save_model
+    from iqpfr.models.factory import create_model
+
+    weights = save_model(create_model("gfpgan-tiny"), tmp_path / "gfpgan-tiny.safetensors")
+    code, err = run_cli(capsys, crop, "-o", tmp_path / "out", "--weights", weights, "--has_aligned")
     assert code == 0, err
+    assert "gfpgan-tiny.safetensors" in err
     assert Image.open(tmp_path / "out" / "restored_faces" / "face_00.png").size == (64, 64)
     assert Image.open(tmp_path / "out" / "final_results" / "face.png").size == (160, 160)
 

@@ -112,23 +112,15 @@ def _resolve_source(source: str | os.PathLike, offline: bool) -> tuple[Path, str
 
 
 def _load_file(path: Path, architecture: str | None) -> nn.Module:
-    try:
-        if architecture is None:
-            try:
-                from iqpfr.models.checkpoint import load_model
-            except ImportError:
-                raise ModelUnavailableError(
-                    f"{path}: cannot tell the architecture of this file; pass --model NAME (see list_models())"
-                ) from None
-            net = load_model(path)
-        else:
-            from iqpfr.models.factory import create_model
+    """Self-describing .safetensors need no architecture; official .pth files are recognised from
+    their keys unless ``architecture`` (a preset name) says what they are."""
+    from iqpfr.models.checkpoint import load_model
 
-            net = create_model(architecture, weights=path)
-    except ModelUnavailableError:
-        raise
+    try:
+        net = load_model(path, arch=architecture)
     except Exception as exc:  # a corrupt or mismatched file is reported in one line
-        raise ModelUnavailableError(f"{path}: could not load weights ({type(exc).__name__}: {exc})") from None
+        text = " ".join(str(exc).split())
+        raise ModelUnavailableError(f"{path}: could not load weights ({type(exc).__name__}: {text})") from None
     return net.eval()
 
 

@@ -80,6 +80,13 @@ def test_eval_reports_and_skips_bad_files(pairs, tmp_path, capsys):
     rc = main(["eval", "--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", "psnr", "-o", str(out),
                "--no-plots", "--resize-to-gt", "--strip-suffix", "_00"])
     assert "img0_00.png" in _rows(out)
+    # an image a metric cannot handle (too small for the SSIM window) costs only its own row
+    write_rgb(pred_dir / "tiny.png", np.zeros((8, 8, 3), np.uint8))
+    write_rgb(gt_dir / "tiny.png", np.zeros((8, 8, 3), np.uint8))
+    rc = main(["eval", "--pred", str(pred_dir), "--gt", str(gt_dir), "--metrics", "psnr,ssim", "-o",
+               str(tmp_path / "t.csv"), "--no-plots", "--resize-to-gt", "--batch-size", "16"])
+    rows = _rows(tmp_path / "t.csv")
+    assert rc == 1 and rows["tiny.png"]["ssim"] == "" and rows["img3.png"]["ssim"] != ""
     assert main(["eval", "--pred", str(tmp_path / "nope"), "-o", str(out)]) == 2
     assert main(["eval", "--pred", str(pred_dir), "--metrics", "psnr", "-o", str(out)]) == 2  # psnr needs --gt
 

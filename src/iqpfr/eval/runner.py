@@ -233,6 +233,25 @@ def _read_pair(pred_path: Path, gt_path: Path | None, resize_to_gt: bool) -> tup
     return pred, gt
 
 
+def _compute_robustly(computer: MetricComputer, metric: str, items: list, failures: list[str],
+                      log: Callable[[str], None]) -> list[tuple[str, dict[str, float]]]:
+    """Batch computation; if it fails, image by image so one bad image costs only its own values."""
+    try:
+        values = computer.compute(metric, [it[2] for it in items], [it[3] for it in items])
+        return [(it[0], vals) for it, vals in zip(items, values)]
+    except Exception:  # retried one by one below, to find the image(s) at fault
+        pass
+    out = []
+    for item in items:
+        try:
+            out.append((item[0], computer.compute(metric, [item[2]], [item[3]])[0]))
+        except Exception as exc:  # a metric that cannot handle this image (e.g. too small for SSIM)
+            msg = f"{item[0]}: {metric} failed ({type(exc).__name__}: {exc})"
+            failures.append(msg)
+            log(f"iqpfr eval: {msg}")
+    return out
+
+
 def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = None) -> EvalResult:
     """Run the evaluation described by ``cfg``; writes the CSV, the summary and the plots."""
     from iqpfr.eval import report
@@ -291,8 +310,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = None) -> EvalR
                 items = [item for item in loaded if metric in item[1]]
                 if not items:
                     continue
-                values = computer.compute(metric, [it[2] for it in items], [it[3] for it in items])
-                for (key, *_), vals in zip(items, values):
+                for key, vals in _compute_robustly(computer, metric, items, failures, log):
                     rows.setdefault(key, {"file": key}).update(vals)
             write_results_csv(cfg.out_csv, rows, columns)
             bar.update(len(batch))

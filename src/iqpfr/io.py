@@ -32,7 +32,7 @@ _FORMAT_BY_SUFFIX = {
     ".tiff": "TIFF",
 }
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
-_ALPHA_FORMATS = ("PNG", "WEBP", "TIFF", "BMP")
+_ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")  # PIL reads 32-bit BMP back without alpha
 
 
 class ImageReadError(Exception):
@@ -191,7 +191,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, source: o
         alpha = None if alpha is None else apply_orientation(alpha, orientation)
         notes.append(f"EXIF orientation {orientation} applied")
         exif[_EXIF_ORIENTATION] = 1
-    exif_bytes = exif.tobytes() if len(exif) else None
+    # a TIFF's "EXIF" is its whole IFD0 (strip offsets, compression...): not metadata to carry over
+    exif_bytes = exif.tobytes() if len(exif) and fmt != "TIFF" else None
     return LoadedImage(
         pixels=np.ascontiguousarray(pixels),
         alpha=None if alpha is None else np.ascontiguousarray(alpha),
@@ -434,7 +435,7 @@ def _encode_pil(image: LoadedImage, fmt: str, quality: int) -> bytes:
         options["quality"] = quality
     if fmt == "JPEG":
         options["subsampling"] = 0 if quality >= 90 else 2
-    if image.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+    if image.exif and fmt in ("JPEG", "PNG", "WEBP"):
         options["exif"] = image.exif
     if image.icc_profile and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
         options["icc_profile"] = image.icc_profile

@@ -193,3 +193,17 @@ def test_self_describing_weight_file_loads_by_path(tmp_path, detector):
     assert restorer.face_size == 64 and str(path) in restorer.description
     out = restorer.restore(ASTRONAUT)
     assert len(out.faces) == 1 and out.faces[0].restored.shape == (64, 64, 3)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(detector):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from iqpfr.models.factory import create_model
+
+    torch.manual_seed(0)
+    net = create_model("codeformer-tiny").eval()
+    cpu = FaceRestorer(net, device="cpu", detector=detector).restore(ASTRONAUT)
+    gpu = FaceRestorer(net, device="cuda", detector=detector).restore(ASTRONAUT)
+    assert _psnr(cpu.faces[0].restored, gpu.faces[0].restored, 1.0) > 40
+    assert _psnr(cpu.image, gpu.image, 255) > 40

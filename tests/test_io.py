@@ -202,3 +202,13 @@ def test_image_files_any_case_extension(tmp_path):
     (tmp_path / "sub" / "g.bmp").write_bytes(b"x")
     assert [p.name for p in image_files(tmp_path)] == ["a.JPG", "b.jpeg", "c.Png", "d.webp", "e.TIFF"]
     assert "g.bmp" in [p.name for p in image_files(tmp_path, recursive=True)]
+
+
+def test_one_bit_tiff_and_bmp_alpha(tmp_path):
+    Image.fromarray(_gradient()[:, :, 0] > 100).save(tmp_path / "bw.tiff", compression="group4")
+    image = read_image(tmp_path / "bw.tiff")
+    assert image.gray and image.exif is None  # a TIFF's IFD0 is not carried as EXIF
+    write_image(tmp_path / "bw2.tiff", image)
+    assert Image.open(tmp_path / "bw2.tiff").mode == "L"
+    notes = write_image(tmp_path / "a.bmp", LoadedImage(pixels=_gradient(), alpha=np.zeros((24, 32), np.uint8)))
+    assert any("alpha" in n for n in notes)

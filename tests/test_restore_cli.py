@@ -99,6 +99,13 @@ def test_skip_existing_then_overwrite(tmp_path, capsys):
     assert code == 0 and target.read_bytes() == noise.read_bytes()
 
 
+def test_outputs_inside_a_scanned_folder_are_not_inputs(tmp_path, capsys):
+    _noise(tmp_path / "a.png")
+    assert run_cli(capsys, tmp_path, "-r", "-o", tmp_path / "res", *TINY)[0] == 0
+    code, err = run_cli(capsys, tmp_path, "-r", "-o", tmp_path / "res", *TINY)
+    assert code == 0 and "1 skipped" in err and not (tmp_path / "res" / "final_results" / "res").exists()
+
+
 def test_dry_run_writes_nothing(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     _noise(tmp_path / "in" / "a.png")

@@ -127,16 +127,22 @@ class RestoreCommand:
 
     def collect(self) -> None:
         """Expand inputs into planned items; unusable inputs become failed items."""
+        from pathlib import Path
+
         from iqpfr.io import IMAGE_EXTENSIONS, image_files
 
         seen: set = set()
         names: set[str] = set()
+        out_root = self.out_dir.resolve()
         for text in self.args.inputs:
+            from_folder = Path(text).is_dir()
             for path, base, error in _expand_input(text, self.args.recursive, IMAGE_EXTENSIONS, image_files):
                 if error is not None:
                     self.items.append({"input": str(path), "status": "failed", "error": error})
                     continue
                 key = path.resolve()
+                if from_folder and key.is_relative_to(out_root):
+                    continue  # our own earlier outputs inside a scanned folder are not inputs
                 if key in seen:
                     continue
                 seen.add(key)

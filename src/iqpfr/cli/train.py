@@ -63,13 +63,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.preview_degradations > 0:
         return _preview(cfg, args.preview_degradations)
+    from iqpfr.train.dist import env_dist_info, shutdown_distributed
     from iqpfr.train.loop import train
 
     try:
         summary = train(cfg, resume=args.resume, progress=not args.no_progress)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
-    from iqpfr.train.dist import env_dist_info
+    finally:
+        shutdown_distributed()
 
     if env_dist_info().is_main:
         print(f"finished step {summary['step']}: checkpoint {summary['checkpoint']}, "

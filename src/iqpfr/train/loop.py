@@ -155,6 +155,8 @@ def train(cfg: TrainConfig, *, resume: str | None = None, stop_after: int | None
     there is none), a path continues from that file. ``stop_after``: return right after that step
     without a final checkpoint, as if the process had been killed (tests). ``stage_overrides`` are
     passed to the stage constructor (e.g. a ready-made quality scorer).
+    The summary holds ``step``, ``history`` (logged records), ``checkpoint``, ``images_per_s`` and
+    ``stage`` (the trained networks: ``stage.networks``, ``stage.ema.shadow``).
     """
     from iqpfr.train.log import TrainLogger, save_sample_grid
     from iqpfr.train.stages import build_stage
@@ -169,11 +171,14 @@ def train(cfg: TrainConfig, *, resume: str | None = None, stop_after: int | None
     info = init_distributed(device)
     if device.type == "cuda" and info.enabled:
         device = torch.device("cuda", info.local_rank)
-    seed_everything(cfg.seed + info.rank)
     ctx = RunContext(cfg=cfg, device=device, dist=info, amp_dtype=_amp_dtype(cfg, device))
 
     dataset = build_dataset(cfg)
+    # identical initialisation on every process (DDP also broadcasts rank 0's weights, but EMA
+    # copies and frozen parts are made before or outside that), then one RNG stream per process
+    seed_everything(cfg.seed)
     stage = build_stage(ctx, dataset, **(stage_overrides or {}))
+    seed_everything(cfg.seed + info.rank)
 
     step = 0
     if resume_path is not None:
@@ -241,7 +246,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, stop_after: int | None
                 rows = stage.sample_rows(micro[0])
                 save_sample_grid(Path(cfg.run_dir) / "samples" / f"step_{step:08d}.png", rows)
             if stop_after is not None and step >= stop_after:
-                return {"step": step, "history": history, "stopped": True}
+                return {"step": step, "history": history, "stopped": True, "stage": stage}
             if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0 and step < cfg.total_steps:
                 save(step)
         final = save(step)
@@ -250,7 +255,7 @@ def train(cfg: TrainConfig, *, resume: str | None = None, stop_after: int | None
         elapsed = time.perf_counter() - t_start
         done = step - start_step
         return {"step": step, "history": history, "checkpoint": final, "stopped": False,
-                "images_per_s": done * per_step * info.world_size / max(elapsed, 1e-9)}
+                "images_per_s": done * per_step * info.world_size / max(elapsed, 1e-9), "stage": stage}
     finally:
         logger.close()
         del data_iter

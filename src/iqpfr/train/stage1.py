@@ -118,9 +118,9 @@ class Stage1(Stage):
         self.networks = {"net_g": self.ae, "net_d": self.disc}
         self.make_optimizer("g", self.ae.parameters(), cfg.optim.lr)
         self.make_optimizer("d", self.disc.parameters(), cfg.optim.d_lr or cfg.optim.lr)
-        self.ema = ModelEMA(self.ae, cfg.ema_decay)
         self.g_forward = ctx.wrap(_Stage1Forward(self.ae))
         self.d_pair = ctx.wrap(DiscriminatorPair(self.disc))
+        self.ema = ModelEMA(self.ae, cfg.ema_decay)  # after DDP's broadcast of rank 0's weights
         self.perceptual = perceptual if perceptual is not None else build_perceptual(s1.perceptual)
         if self.perceptual is not None:
             self.perceptual.to(self.device)

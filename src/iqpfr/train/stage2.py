@@ -124,8 +124,8 @@ class Stage2(Stage):
         self.targets = build_targets(cfg, self.device)
         self.networks = {"net_g": self.model}
         self.make_optimizer("g", self.model.parameters(), cfg.optim.lr)
-        self.ema = ModelEMA(self.model, cfg.ema_decay)
         self.forward_net = ctx.wrap(CodePredictionForward(self.model))
+        self.ema = ModelEMA(self.model, cfg.ema_decay)  # after DDP's broadcast of rank 0's weights
         self.scorer = None
         if s2.quality_weight > 0:
             self.scorer = scorer if scorer is not None else self._build_scorer(s2.quality_scorer)

@@ -64,13 +64,13 @@ class Stage3(Stage):
         self.networks = {"net_g": self.model, "net_d": self.disc}
         self.make_optimizer("g", self.model.parameters(), cfg.optim.lr)
         self.make_optimizer("d", self.disc.parameters(), cfg.optim.d_lr or cfg.optim.lr)
-        self.ema = ModelEMA(self.model, cfg.ema_decay)
         # code-only steps leave the fusion blocks unused: DDP must tolerate that
         cfg_unused = cfg.find_unused_parameters
         cfg.find_unused_parameters = True
         self.forward_net = ctx.wrap(CodePredictionForward(self.model))
         cfg.find_unused_parameters = cfg_unused
         self.d_pair = ctx.wrap(DiscriminatorPair(self.disc))
+        self.ema = ModelEMA(self.model, cfg.ema_decay)  # after DDP's broadcast of rank 0's weights
         self.perceptual = perceptual if perceptual is not None else build_perceptual(s3.perceptual)
         if self.perceptual is not None:
             self.perceptual.to(self.device)

@@ -141,7 +141,8 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> str:
     raise ValueError("cannot tell the architecture from the state-dict keys; pass arch=")
 
 
-def _resolve(path_or_name: str | os.PathLike) -> Path:
+def resolve_weight_file(path_or_name: str | os.PathLike) -> Path:
+    """A weight file for a file path, a folder holding ``model.safetensors`` or a weight-zoo name."""
     path = Path(path_or_name).expanduser()
     if path.is_dir() and (path / "model.safetensors").is_file():
         return path / "model.safetensors"
@@ -164,7 +165,7 @@ def load_model(
     ``overrides`` change constructor kwargs that do not affect parameters (e.g. ``default_w``,
     ``quality_mode``). The state dict always loads with ``strict=True``.
     """
-    path = _resolve(path_or_name)
+    path = resolve_weight_file(path_or_name)
     state = load_state_dict_file(path)
     config = read_model_config(path) if path.suffix == ".safetensors" else {}
     if arch is not None:

@@ -124,8 +124,8 @@ def build_model(cls: str, kwargs: dict[str, Any], quality_adapter: dict[str, Any
 def create_model(name: str, *, weights: str | Path | None = None, **overrides: Any) -> nn.Module:
     """Build the preset ``name`` (see ``list_models()``), with constructor kwargs overridden.
 
-    ``weights``: an optional ``.safetensors`` or official ``.pth`` file whose state dict is loaded
-    with ``strict=True``. Without it the model is randomly initialised. Returns the model in
+    ``weights``: an optional ``.safetensors`` / official ``.pth`` file, model folder or weight-zoo
+    name whose state dict is loaded with ``strict=True``. Without it the model is randomly initialised. Returns the model in
     train mode on CPU, like any freshly built ``nn.Module``.
     """
     if name not in PRESETS:
@@ -140,7 +140,7 @@ def create_model(name: str, *, weights: str | Path | None = None, **overrides: A
     model = build_model(spec.cls, {**spec.kwargs, **overrides}, adapter)
     model.preset = name
     if weights is not None:
-        from iqpfr.models.checkpoint import load_state_dict_file
+        from iqpfr.models.checkpoint import load_state_dict_file, resolve_weight_file
 
-        model.load_state_dict(load_state_dict_file(weights), strict=True)
+        model.load_state_dict(load_state_dict_file(resolve_weight_file(weights)), strict=True)
     return model

@@ -79,7 +79,7 @@ class IQPFR(CodeFormer):
             alpha=alpha, hq_threshold=hq_threshold, num_quality_buckets=num_quality_buckets,
             quality_mode=quality_mode, default_quality=default_quality,
         )
-        self.alpha, self.default_quality = alpha, default_quality
+        self.default_quality = default_quality
         # replaces the base single codebook in place (same position in the state dict)
         self.quantize = DualCodebookQuantizer(
             codebook_size=codebook_size, emb_dim=emb_dim, alpha=alpha, hq_threshold=hq_threshold

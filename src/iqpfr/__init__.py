@@ -17,6 +17,8 @@ _LAZY = {
     "load_model": "iqpfr.models.checkpoint",
     "save_model": "iqpfr.models.checkpoint",
     "FaceRestorer": "iqpfr.restorer",
+    "prepare_for_inference": "iqpfr.inference",
+    "export_onnx": "iqpfr.export",
     "FaceFilter": "iqpfr.face.pipeline",
     "resolve_weights": "iqpfr.weights",
     "DegradationConfig": "iqpfr.data.degradations",

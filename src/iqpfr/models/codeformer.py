@@ -74,9 +74,9 @@ class CodeFormer(nn.Module):
         if latent * 2 ** (levels - 1) != img_size:
             raise ValueError(f"img_size {img_size} is not divisible by 2^{levels - 1}")
         level_of = {img_size // 2**i: i for i in range(levels)}
-        bad = [r for r in connect_list if r not in level_of or r == latent]
+        bad = [r for r in connect_list if r not in level_of]
         if bad:
-            raise ValueError(f"connect_list resolutions {bad} must be in {sorted(level_of)[1:]}")
+            raise ValueError(f"connect_list resolutions {bad} must be in {sorted(level_of)}")
         self.img_size, self.emb_dim, self.codebook_size = img_size, emb_dim, codebook_size
         self.latent_hw = (latent, latent)
         self.default_w = default_w

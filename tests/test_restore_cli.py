@@ -87,6 +87,17 @@ def test_no_face_photo_is_copied_through(tmp_path, capsys):
     assert Image.open(tmp_path / "up" / "final_results" / "noise.webp").size == (160, 120)
 
 
+def test_face_filters_from_the_command_line(tmp_path, capsys):
+    code, err = run_cli(capsys, ASTRONAUT, "-o", tmp_path / "out", *TINY, "--min-face-size", "400", "--json",
+                        tmp_path / "r.json")
+    assert code == 0 and "smaller than 400 px skipped" in err and "no face found" in err
+    assert (tmp_path / "out" / "final_results" / ASTRONAUT.name).read_bytes() == ASTRONAUT.read_bytes()
+    assert json.loads((tmp_path / "r.json").read_text())["images"][0]["status"] == "no_face"
+    code, err = run_cli(capsys, ASTRONAUT, "-o", tmp_path / "one", *TINY, "--largest-face", "--only-center-face",
+                        "--face-index", "0", "--save", "faces")
+    assert code == 0 and os.listdir(tmp_path / "one" / "restored_faces") == ["astronaut_degraded_00.png"]
+
+
 def test_skip_existing_then_overwrite(tmp_path, capsys):
     noise = _noise(tmp_path / "a.png")
     out = tmp_path / "out"

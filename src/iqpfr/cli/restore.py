@@ -351,6 +351,7 @@ class RestoreCommand:
         if not self.args.json:
             return
         import json
+        import re
 
         from iqpfr import __version__
         from iqpfr.utils.fs import atomic_write_text
@@ -366,7 +367,10 @@ class RestoreCommand:
             },
             "images": [{k: v for k, v in item.items() if not k.startswith("_")} for item in self.items],
         }
-        atomic_write_text(args.json, json.dumps(report, indent=1) + "\n")
+        text = json.dumps(report, indent=1)
+        # keep coordinate lists on one line: [x, y] rather than three lines each
+        text = re.sub(r"\[\s+([-+\d.eE,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+        atomic_write_text(args.json, text + "\n")
 
 
 def _one_line(exc: BaseException, label: str) -> str:

@@ -87,6 +87,21 @@ def test_no_face_photo_is_copied_through(tmp_path, capsys):
     assert Image.open(tmp_path / "up" / "final_results" / "noise.webp").size == (160, 120)
 
 
+def test_fidelity_sweep_writes_one_result_per_value(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = run_cli(capsys, ASTRONAUT, "-o", out, *TINY, "-w", "0,1", "--save", "final,faces,crops",
+                        "--json", tmp_path / "r.json")
+    assert code == 0, err
+    assert sorted(os.listdir(out / "final_results")) == ["astronaut_degraded_w0.jpg", "astronaut_degraded_w1.jpg"]
+    assert os.listdir(out / "cropped_faces") == ["astronaut_degraded_00.png"]
+    faces = [np.asarray(Image.open(out / "restored_faces" / f"astronaut_degraded_00_w{w}.png"), np.int16) for w in (0, 1)]
+    assert np.abs(faces[0] - faces[1]).mean() > 1  # w reaches the network
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["settings"]["fidelity"] == [0.0, 1.0]
+    assert [item["fidelity"] for item in report["images"]] == [0.0, 1.0]
+    assert run_cli(capsys, ASTRONAUT, "-o", out, "-w", "0.5,abc")[0] == 2
+
+
 def test_face_filters_from_the_command_line(tmp_path, capsys):
     code, err = run_cli(capsys, ASTRONAUT, "-o", tmp_path / "out", *TINY, "--min-face-size", "400", "--json",
                         tmp_path / "r.json")

@@ -30,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders of folder inputs")
 
     g = p.add_argument_group("restoration")
-    g.add_argument("-w", "--fidelity", "--fidelity_weight", type=float, default=0.5,
-                   help="fidelity weight w in [0, 1]: 0 = best quality, 1 = closest to the input (default 0.5)")
+    g.add_argument("-w", "--fidelity", "--fidelity_weight", default="0.5", metavar="W[,W...]",
+                   help="fidelity weight w in [0, 1]: 0 = best quality, 1 = closest to the input (default 0.5); "
+                   "a comma list (-w 0,0.5,1) writes one result per value, suffixed _w<value>")
     g.add_argument("--quality-target", "--quality_target", type=float, default=None,
                    help="target quality in [0, 1] for quality-conditioned models (default: the model's, 0.9)")
     g.add_argument("-s", "--upscale", type=float, default=1.0, help="output scale factor (default 1)")
@@ -100,8 +101,13 @@ class RestoreCommand:
         from iqpfr.cli import CLIError
 
         self.args = args
-        if not 0.0 <= args.fidelity <= 1.0:
+        try:
+            self.fidelities = [float(w) for w in str(args.fidelity).split(",") if w.strip()]
+        except ValueError:
+            raise CLIError(f"--fidelity takes numbers in [0, 1] (comma-separated to sweep), got {args.fidelity!r}") from None
+        if not self.fidelities or not all(0.0 <= w <= 1.0 for w in self.fidelities):
             raise CLIError(f"--fidelity must be in [0, 1], got {args.fidelity}")
+        self.fidelities = list(dict.fromkeys(self.fidelities))  # a sweep without repeats
         if args.quality_target is not None and not 0.0 <= args.quality_target <= 1.0:
             raise CLIError(f"--quality-target must be in [0, 1], got {args.quality_target}")
         if not args.upscale > 0:
@@ -153,7 +159,8 @@ class RestoreCommand:
                 while name in names:
                     name, counter = f"{base}_{counter}", counter + 1
                 names.add(name)
-                self.items.append(self._plan(path, name))
+                for fidelity in self.fidelities:
+                    self.items.append(self._plan(path, name, fidelity))
         inputs = {item["_path"].resolve() for item in self.items if "_path" in item}
         for item in self.items:
             if "_path" not in item:
@@ -162,8 +169,10 @@ class RestoreCommand:
                 item.update(status="failed", error=f"{item['input']}: an output would overwrite an input; "
                             "choose another -o")
 
-    def _plan(self, path, name: str) -> dict:
+    def _plan(self, path, name: str, fidelity: float) -> dict:
         suffix = f"_{self.args.suffix}" if self.args.suffix else ""
+        if len(self.fidelities) > 1:
+            suffix += f"_w{fidelity:g}"
         ext = path.suffix.lower() if self.args.ext == "auto" else f".{self.args.ext}"
         if ext not in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"):
             ext = ".png"
@@ -173,8 +182,10 @@ class RestoreCommand:
             "crops": self.out_dir / FOLDERS["crops"] / f"{name}_00.png",
         }
         targets = [final] if "final" in self.save else [first_face[k] for k in ("faces", "crops") if k in self.save]
-        item = {"input": str(path), "name": name, "status": "pending", "_path": path, "_targets": targets,
-                "_suffix": suffix}
+        item = {"input": str(path), "name": name, "fidelity": fidelity, "status": "pending", "_path": path,
+                "_targets": targets, "_suffix": suffix,
+                # crops do not depend on w: only the first value of a sweep writes them
+                "_write_crops": fidelity == self.fidelities[0]}
         if "final" in self.save:
             item["output"] = str(final)
         if not self.args.overwrite and targets[0].exists():
@@ -222,12 +233,8 @@ class RestoreCommand:
     def _restore(self, pending: list[dict]) -> None:
         import sys
 
-        from tqdm import tqdm
-
         from iqpfr.cli import CLIError
-        from iqpfr.face.detect import DetectorUnavailable
-        from iqpfr.face.pipeline import FaceFilter
-        from iqpfr.restorer import FaceRestorer, ModelUnavailableError, RestoreOptions
+        from iqpfr.restorer import FaceRestorer, ModelUnavailableError
 
         args = self.args
         try:
@@ -240,15 +247,32 @@ class RestoreCommand:
         if not args.quiet:
             print(f"iqpfr restore: model {restorer.description}, {restorer.face_size} px faces, "
                   f"device {restorer.device}, detector {args.detector}", file=sys.stderr)
+        for fidelity in self.fidelities:
+            group = [item for item in pending if item["fidelity"] == fidelity]
+            if group:
+                self._restore_group(restorer, group, fidelity)
+
+    def _restore_group(self, restorer, pending: list[dict], fidelity: float) -> None:
+        import sys
+
+        from tqdm import tqdm
+
+        from iqpfr.cli import CLIError
+        from iqpfr.face.detect import DetectorUnavailable
+        from iqpfr.face.pipeline import FaceFilter
+        from iqpfr.restorer import RestoreOptions
+
+        args = self.args
         options = RestoreOptions(
-            fidelity=args.fidelity, quality=args.quality_target, upscale=args.upscale, aligned=args.aligned,
+            fidelity=fidelity, quality=args.quality_target, upscale=args.upscale, aligned=args.aligned,
             face_filter=FaceFilter(args.only_center_face, args.largest_face, args.min_face_size, args.max_faces,
                                    self.face_index),
             color_fix=args.color_fix, grayscale=args.grayscale,
             max_pixels=None if args.max_pixels is None else int(args.max_pixels * 1e6),
         )
         self._by_source = {str(item["_path"]): item for item in pending}
-        progress = tqdm(total=len(pending), desc="restore", unit="img", file=sys.stderr,
+        label = "restore" if len(self.fidelities) == 1 else f"restore w={fidelity:g}"
+        progress = tqdm(total=len(pending), desc=label, unit="img", file=sys.stderr,
                         disable=True if args.quiet else None)
         try:
             stream = restorer.iter_restore(
@@ -310,7 +334,7 @@ class RestoreCommand:
                     raise
 
         for kind, attribute, folder_suffix in (("crops", "crop", ""), ("faces", "restored", suffix)):
-            if kind not in self.save:
+            if kind not in self.save or (kind == "crops" and not item["_write_crops"]):
                 continue
             for record in result.faces:
                 pixels = getattr(record, attribute)
@@ -360,7 +384,8 @@ class RestoreCommand:
         report = {
             "iqpfr_version": __version__,
             "settings": {
-                "fidelity": args.fidelity, "quality_target": args.quality_target, "upscale": args.upscale,
+                "fidelity": self.fidelities if len(self.fidelities) > 1 else self.fidelities[0],
+                "quality_target": args.quality_target, "upscale": args.upscale,
                 "aligned": args.aligned, "detector": args.detector, "model": args.model, "weights": args.weights,
                 "random_init": args.random_init, "color_fix": args.color_fix, "batch_size": args.batch_size,
                 "save": sorted(self.save), "output": str(self.out_dir),

@@ -19,7 +19,7 @@ network are not perceptual features, so the offline default is an honest, parame
 What it is not: it has no learned notion of texture or of faces, so a stage I model trained with
 it reconstructs slightly smoother textures than with LPIPS (the GAN term restores some sharpness).
 When LPIPS-VGG weights are available (``iqpfr.eval.lpips``), ``perceptual: lpips`` or ``auto``
-uses them.
+uses them (the distance is the paper's loss; its networks stay frozen).
 """
 
 from __future__ import annotations
@@ -128,37 +128,34 @@ class LPIPSLoss(nn.Module):
         return self.lpips(output.float(), target.float()).mean()
 
 
-def _try_lpips() -> nn.Module | None:
-    """An LPIPS-VGG network with verified weights, or None when they are not available offline."""
-    try:
-        from iqpfr.eval import lpips as lpips_mod
-    except ImportError:
-        return None
-    builder = getattr(lpips_mod, "load_lpips_vgg", None) or getattr(lpips_mod, "LPIPS", None)
-    if builder is None:
-        return None
-    try:
-        return _as_signed_input_lpips(builder())
-    except Exception:  # weights missing / not downloadable here
-        return None
+def _try_lpips(offline: bool) -> nn.Module | None:
+    """LPIPS-VGG with sha256-checked weights (``iqpfr.eval.lpips``), or None when unavailable.
 
+    ``offline=True`` only uses weights already in the cache (``iqpfr weights download
+    vgg16-imagenet lpips-vgg-v0.1`` puts them there); otherwise a download is attempted.
+    """
+    try:
+        from iqpfr.eval.lpips import load_lpips_vgg
 
-def _as_signed_input_lpips(net: nn.Module) -> nn.Module:
-    return net
+        return load_lpips_vgg(offline=offline)
+    except (ImportError, RuntimeError, OSError):
+        return None
 
 
 def build_perceptual(kind: str) -> nn.Module | None:
-    """``lpips`` (error when unavailable), ``pyramid``, ``none`` (None) or ``auto`` (lpips, else pyramid)."""
+    """``lpips`` (download if needed; error when unavailable), ``pyramid``, ``none`` (None) or
+    ``auto`` (LPIPS if its weights are already cached, else pyramid, with a warning)."""
     if kind == "none":
         return None
     if kind == "pyramid":
         return PyramidPerceptualLoss()
-    net = _try_lpips()
+    net = _try_lpips(offline=kind == "auto")
     if net is not None:
         return LPIPSLoss(net)
     if kind == "lpips":
-        raise RuntimeError("perceptual: lpips needs the LPIPS-VGG ImageNet weights (iqpfr.eval.lpips), "
-                           "which are not available; use perceptual: pyramid or auto")
+        raise RuntimeError("perceptual: lpips needs the VGG-16 ImageNet and LPIPS v0.1 weights "
+                           "(`iqpfr weights download vgg16-imagenet lpips-vgg-v0.1`); they are not "
+                           "available: use perceptual: pyramid, or auto to fall back")
     warnings.warn("LPIPS-VGG weights not available: using the offline pyramid perceptual loss "
                   "(Laplacian-pyramid L1 + MS-SSIM)", stacklevel=2)
     return PyramidPerceptualLoss()

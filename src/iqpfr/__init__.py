@@ -28,6 +28,8 @@ _LAZY = {
     "create_scorer": "iqpfr.quality.base",
     "list_scorers": "iqpfr.quality.base",
     "QualityScorer": "iqpfr.quality.base",
+    "TrainConfig": "iqpfr.train.config",
+    "load_train_config": "iqpfr.train.config",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -15,6 +15,15 @@ from iqpfr.train.loop import lr_at
 from train_tiny import ROOT, tiny_config
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # two OpenMP threads on a busy 2-core machine run ~10x slower than one
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def faces():
     from conftest import shared_path

@@ -193,7 +193,8 @@ def train(cfg: TrainConfig, *, resume: str | None = None, stop_after: int | None
             ckpt_io.restore_rng_state(rng[info.rank])
         elif info.is_main:
             warnings.warn(f"{resume_path}: saved by {len(rng)} processes, resuming with {info.world_size}: "
-                          "RNG streams restart (data order is kept)", stacklevel=2)
+                          "RNG streams restart and the data is re-sharded (each process skips the "
+                          "samples it would have seen so far)", stacklevel=2)
     else:
         stage.on_fresh_start()
 

@@ -38,14 +38,6 @@ def masked_mean(per_sample: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (per_sample * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def code_statistics(indices: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, float, float]:
-    """Histogram (codebook_size,), used fraction and perplexity exp(H(p)) of code ``indices``."""
-    counts = torch.bincount(indices.reshape(-1).long(), minlength=codebook_size).float()
-    p = counts / counts.sum().clamp_min(1.0)
-    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum()
-    return counts, float((counts > 0).float().mean()), float(entropy.exp())
-
-
 def per_sample_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Token cross-entropy: logits (B, N, K), targets (B, N) -> scalar mean."""
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1).long())

@@ -22,7 +22,7 @@ from torch import nn
 from iqpfr.train.discriminator import VQGANDiscriminator
 from iqpfr.train.dist import all_reduce_sum_, broadcast_
 from iqpfr.train.ema import ModelEMA
-from iqpfr.train.losses import adaptive_gan_weight, code_statistics, hinge_d_loss, hinge_g_loss, masked_mean
+from iqpfr.train.losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss, masked_mean
 from iqpfr.train.perceptual import build_perceptual
 from iqpfr.train.stages import Stage, load_matching, read_weights
 
@@ -127,6 +127,7 @@ class Stage1(Stage):
         size = self.ae.quantize.codebook_size
         self.usage = {k: torch.zeros(size, device=self.device) for k in codebooks(self.ae)}
         self._stats: dict[str, float] = {}
+        self._window: dict[str, torch.Tensor] = {}
 
     # ----------------------------------------------------------------------------- state
     def extra_state(self) -> dict:
@@ -254,18 +255,28 @@ class Stage1(Stage):
         return logs
 
     def _count_codes(self, idx: torch.Tensor, hq_idx: torch.Tensor, hq_mask: torch.Tensor) -> None:
+        # histograms only (no host sync): usage and perplexity are computed at log time
         size = self.ae.quantize.codebook_size
-        counts, used, ppl = code_statistics(idx, size)
+        counts = torch.bincount(idx.reshape(-1), minlength=size).float()
         self.usage["common"] += counts
-        self._stats.update(usage_common=used, perplexity_common=ppl)
-        if self.dual and bool(hq_mask.any()):
-            counts, used, ppl = code_statistics(hq_idx[hq_mask], size)
+        self._window["common"] = self._window.get("common", 0) + counts
+        if self.dual:
+            weights = hq_mask.float()[:, None].expand_as(hq_idx).reshape(-1)
+            counts = torch.bincount(hq_idx.reshape(-1), weights=weights, minlength=size).float()
             self.usage["hq"] += counts
-            self._stats.update(usage_hq=used, perplexity_hq=ppl)
+            self._window["hq"] = self._window.get("hq", 0) + counts
 
     def extra_logs(self) -> dict[str, float]:
+        """Learning rates, dead-code counts, and code usage / perplexity over the steps since the
+        last log (summed over processes)."""
         out = {**self.lr_logs(), **self._stats}
-        self._stats = {}
+        for key, counts in self._window.items():
+            counts = all_reduce_sum_(counts.clone())
+            if float(counts.sum()) > 0:
+                p = counts / counts.sum()
+                out[f"usage_{key}"] = float((counts > 0).float().mean())
+                out[f"perplexity_{key}"] = float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
+        self._stats, self._window = {}, {}
         return out
 
     @torch.no_grad()

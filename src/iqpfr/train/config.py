@@ -120,6 +120,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimiser step
     total_steps: int = 200_000
     ema_decay: float = 0.995
+    ema_warmup: bool = False  # decay min(ema_decay, (1+n)/(10+n)): for short runs (not in the paper)
     log_every: int = 100
     sample_every: int = 5_000
     ckpt_every: int = 5_000

@@ -21,7 +21,6 @@ from torch import nn
 
 from iqpfr.train.discriminator import VQGANDiscriminator
 from iqpfr.train.dist import all_reduce_sum_, broadcast_
-from iqpfr.train.ema import ModelEMA
 from iqpfr.train.losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss, masked_mean
 from iqpfr.train.perceptual import build_perceptual
 from iqpfr.train.stages import Stage, load_matching, read_weights
@@ -120,7 +119,7 @@ class Stage1(Stage):
         self.make_optimizer("d", self.disc.parameters(), cfg.optim.d_lr or cfg.optim.lr)
         self.g_forward = ctx.wrap(_Stage1Forward(self.ae))
         self.d_pair = ctx.wrap(DiscriminatorPair(self.disc))
-        self.ema = ModelEMA(self.ae, cfg.ema_decay)  # after DDP's broadcast of rank 0's weights
+        self.ema = self.make_ema(self.ae)  # after DDP's broadcast of rank 0's weights
         self.perceptual = perceptual if perceptual is not None else build_perceptual(s1.perceptual)
         if self.perceptual is not None:
             self.perceptual.to(self.device)
@@ -163,7 +162,7 @@ class Stage1(Stage):
                 book.weight.copy_(kmeans(data, book.weight.shape[0], s1.kmeans_iters, gen))
         for book in books.values():
             broadcast_(book.weight.data)
-        self.ema = ModelEMA(self.ae, self.cfg.ema_decay)
+        self.ema = self.make_ema(self.ae)
 
     @torch.no_grad()
     def reinit_dead_codes(self, z: torch.Tensor) -> dict[str, float]:

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iqpfr.train.ema import ModelEMA
 from iqpfr.train.losses import per_sample_cross_entropy
 from iqpfr.train.stage1 import build_model_preset
 from iqpfr.train.stages import Stage, load_matching, read_weights
@@ -125,7 +124,7 @@ class Stage2(Stage):
         self.networks = {"net_g": self.model}
         self.make_optimizer("g", self.model.parameters(), cfg.optim.lr)
         self.forward_net = ctx.wrap(CodePredictionForward(self.model))
-        self.ema = ModelEMA(self.model, cfg.ema_decay)  # after DDP's broadcast of rank 0's weights
+        self.ema = self.make_ema(self.model)  # after DDP's broadcast of rank 0's weights
         self.scorer = None
         if s2.quality_weight > 0:
             self.scorer = scorer if scorer is not None else self._build_scorer(s2.quality_scorer)

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from iqpfr.train.discriminator import VQGANDiscriminator
-from iqpfr.train.ema import ModelEMA
 from iqpfr.train.losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss
 from iqpfr.train.perceptual import build_perceptual
 from iqpfr.train.stage1 import DiscriminatorPair, set_requires_grad
@@ -70,7 +69,7 @@ class Stage3(Stage):
         self.forward_net = ctx.wrap(CodePredictionForward(self.model))
         cfg.find_unused_parameters = cfg_unused
         self.d_pair = ctx.wrap(DiscriminatorPair(self.disc))
-        self.ema = ModelEMA(self.model, cfg.ema_decay)  # after DDP's broadcast of rank 0's weights
+        self.ema = self.make_ema(self.model)  # after DDP's broadcast of rank 0's weights
         self.perceptual = perceptual if perceptual is not None else build_perceptual(s3.perceptual)
         if self.perceptual is not None:
             self.perceptual.to(self.device)

@@ -32,6 +32,9 @@ class Stage:
         self.ema: ModelEMA | None = None
 
     # -- optimisation helpers -------------------------------------------------------------------
+    def make_ema(self, model: nn.Module) -> ModelEMA:
+        return ModelEMA(model, self.cfg.ema_decay, warmup=self.cfg.ema_warmup)
+
     def make_optimizer(self, key: str, params, lr: float) -> torch.optim.Optimizer:
         params = [p for p in params if p.requires_grad]
         if not params:
@@ -65,6 +68,7 @@ class Stage:
         return {
             "networks": {k: m.state_dict() for k, m in self.networks.items()},
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "extra": self.extra_state(),
         }
@@ -73,7 +77,7 @@ class Stage:
         for k, m in self.networks.items():
             m.load_state_dict(state["networks"][k])
         if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])
+            self.ema.load_state_dict(state["ema"], state.get("ema_updates"))
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         self.load_extra_state(state.get("extra") or {})

@@ -63,7 +63,7 @@ def run_list(args: argparse.Namespace) -> int:
             print(f"{name:10s} higher_better={s.higher_better!s:5s} differentiable={s.differentiable!s:5s} "
                   f"range={s.range}")
         except Exception as exc:  # e.g. brisque without a model file
-            print(f"{name:10s} (needs arguments: {str(exc).splitlines()[0][:100]})")
+            print(f"{name:10s} not usable without arguments: {exc}")
     print("pyiqa:<metric>  any pyiqa metric (optional extra: pip install 'iqpfr[iqa]')")
     return 0
 
@@ -173,14 +173,14 @@ def run_eval(args: argparse.Namespace) -> int:
                                                             seed=args.seed, **common)
         r["pairs_large"] = ev.pair_accuracy(scorer, clean, preset="large", seed=args.seed, **common)
         r["pairs_small"] = ev.pair_accuracy(scorer, clean, preset="small", seed=args.seed, **common)
-        hq_val = ev._oriented(scorer, [ev.to_size(f, args.size) for f in sets["val_pairs_hq"]], device=device)
-        lq_val = ev._oriented(scorer, [ev.to_size(f, args.size) for f in sets["val_pairs_lq"]], device=device)
+        hq_val = ev.oriented_scores(scorer, [ev.to_size(f, args.size) for f in sets["val_pairs_hq"]], device=device)
+        lq_val = ev.oriented_scores(scorer, [ev.to_size(f, args.size) for f in sets["val_pairs_lq"]], device=device)
         r["gpen_val_pairs_hq_higher"] = float((hq_val > lq_val).mean()) if len(hq_val) else None
         dist = {k: ev.score_distribution(scorer, v, **common) for k, v in sets.items() if v}
         r["distributions"] = dist
-        hq_scores = ev._oriented(scorer, [ev.to_size(f, args.size) for f in clean], device=device)
+        hq_scores = ev.oriented_scores(scorer, [ev.to_size(f, args.size) for f in clean], device=device)
         real_lq = sets["codeformer_cropped_faces"] + sets["codeformer_gray_faces"]
-        lq_scores = ev._oriented(scorer, [ev.to_size(f, args.size) for f in real_lq], device=device)
+        lq_scores = ev.oriented_scores(scorer, [ev.to_size(f, args.size) for f in real_lq], device=device)
         r["auc_hq_vs_real_lq"] = ev.auc(hq_scores, lq_scores)
         r["info"] = {"higher_better": scorer.higher_better, **scorer.extra_info()}
         results["metrics"][name] = r

@@ -20,7 +20,7 @@ from iqpfr.quality.base import QualityScorer
 from iqpfr.quality.synth import degrade_face, draw_params, to_size
 
 
-def _oriented(scorer: QualityScorer, images: list[np.ndarray], batch_size: int = 16,
+def oriented_scores(scorer: QualityScorer, images: list[np.ndarray], batch_size: int = 16,
               device: torch.device | str = "cpu") -> np.ndarray:
     """Scores of uint8 (H, W, 3) images (same size within a call), negated for lower-better metrics."""
     out = []
@@ -51,7 +51,7 @@ def strength_correlation(scorer: QualityScorer, faces: list[np.ndarray], *, n_de
         rng = np.random.default_rng([seed, i])
         params = [draw_params(rng, presets) for _ in range(n_degraded)]
         images = [to_size(face, size)] + [degrade_face(face, p, seed * 100003 + i, size) for p in params]
-        scores.append(_oriented(scorer, images, batch_size, device))
+        scores.append(oriented_scores(scorer, images, batch_size, device))
         strengths.append(np.array([0.0] + [p.strength for p in params]))
         groups.append(np.full(len(images), i))
     s, t = np.concatenate(scores), np.concatenate(strengths)
@@ -68,7 +68,7 @@ def pair_accuracy(scorer: QualityScorer, faces: list[np.ndarray], *, preset: str
     for i, face in enumerate(faces):
         rng = np.random.default_rng([seed, 7, i])
         degraded.append(degrade_face(face, draw_params(rng, (preset,)), seed * 100003 + i, size))
-    a, b = _oriented(scorer, clean, batch_size, device), _oriented(scorer, degraded, batch_size, device)
+    a, b = oriented_scores(scorer, clean, batch_size, device), oriented_scores(scorer, degraded, batch_size, device)
     return {"n": len(faces), "preset": preset, "fraction_hq_higher": float(np.mean(a > b)) if len(faces) else math.nan,
             "margins": (a - b).tolist()}
 
@@ -76,7 +76,7 @@ def pair_accuracy(scorer: QualityScorer, faces: list[np.ndarray], *, preset: str
 def score_distribution(scorer: QualityScorer, faces: list[np.ndarray], *, size: int = 512,
                        batch_size: int = 16, device: torch.device | str = "cpu") -> dict:
     """Mean, std, quartiles of raw scores of faces resized to ``size``."""
-    s = _oriented(scorer, [to_size(f, size) for f in faces], batch_size, device)
+    s = oriented_scores(scorer, [to_size(f, size) for f in faces], batch_size, device)
     s = s if scorer.higher_better else -s  # report raw values
     if s.size == 0:
         return {"n": 0}

@@ -1,8 +1,8 @@
 """``face-iqa``: the project's small, differentiable face-quality network (trained offline, shipped).
 
 No learned NR-IQA weights can be downloaded in the training environment, and the stage-II quality
-loss needs a differentiable model, so iqpfr trains its own: a 5-stage plain CNN (about 0.9 M
-parameters, 3.5 MB in float32) that ranks the same face under blind degradations of different
+loss needs a differentiable model, so iqpfr trains its own: a small plain CNN (the shipped one has
+16-32-64-128 channels, 0.31 M parameters, 1.2 MB in float32) that ranks the same face under blind degradations of different
 strength (see :mod:`iqpfr.quality.learned_train`). Any input size works: images are resized
 (antialiased, differentiable) to 256x256, the resolution of the training faces. The score is about
 1 for a clean FFHQ-like face and falls towards 0 as the degradation strength grows (higher is better).
@@ -29,7 +29,7 @@ class FaceQualityNet(nn.Module):
     No normalisation layers, so the output does not depend on the batch.
     """
 
-    def __init__(self, *, widths: tuple[int, ...] = (32, 64, 128, 192), stem_width: int = 32,
+    def __init__(self, *, widths: tuple[int, ...] = (16, 32, 64, 128), stem_width: int = 16,
                  head_width: int = 64) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, stem_width, 3, padding=1)
@@ -78,8 +78,8 @@ def load_face_quality_net(path: str | Path = DEFAULT_WEIGHTS) -> tuple[FaceQuali
     with safe_open(str(path), framework="pt") as fh:
         meta = dict(fh.metadata() or {})
     arch = json.loads(meta.get("arch", "{}"))
-    net = FaceQualityNet(widths=tuple(arch.get("widths", (32, 64, 128, 192))),
-                         stem_width=int(arch.get("stem_width", 32)), head_width=int(arch.get("head_width", 64)))
+    net = FaceQualityNet(widths=tuple(arch.get("widths", (16, 32, 64, 128))),
+                         stem_width=int(arch.get("stem_width", 16)), head_width=int(arch.get("head_width", 64)))
     net.load_state_dict(load_file(str(path)))
     net.eval()
     return net, meta

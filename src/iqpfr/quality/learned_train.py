@@ -10,8 +10,10 @@ face share one random crop. The loss is
 
 where ``t`` is the degradation strength and ``s`` the score: a pairwise margin-ranking loss
 between copies of the same face, plus a regression that puts scores of different faces on one
-scale (clean ~ 1). The run is CPU-sized (crops of 128 from 256 faces) and time-limited; it writes a
-checkpoint every ``checkpoint_every`` steps, a JSON log, and the final safetensors weights.
+scale (clean ~ 1). The run is CPU-sized (96x96 crops of 256 faces) and time-limited (the cosine
+schedule follows steps or wall time, whichever runs out first); it writes a resumable checkpoint every
+``checkpoint_every`` steps and, at the end, the safetensors weights with the architecture and the
+resolved config in the metadata. Copy them to ``iqpfr/weights/face_quality.safetensors`` to ship them.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ class FaceIQATrainConfig:
     presets: list[str] = field(default_factory=lambda: ["small", "large"])
     ladder_prob: float = 0.5  # probability that a face's degraded copies lie on one ladder
     single_op_prob: float = 0.3  # probability that a ladder keeps a single operation
-    widths: list[int] = field(default_factory=lambda: [32, 64, 128, 192])
-    stem_width: int = 32
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    stem_width: int = 16
     head_width: int = 64
     steps: int = 3000
     time_limit_min: float = 18.0  # stop (and save) after this many minutes even if steps remain

@@ -196,3 +196,26 @@ def test_preview_degradations_cli(tmp_path):
     assert main(["train", str(config), "--preview-degradations", "3"]) == 0
     with Image.open(tmp_path / "preview.png") as im:
         assert im.size == (3 * 32, 3 * 32)  # LQ large | LQ small | GT, three faces
+
+
+def test_stage1_init_from_a_single_codebook_vqgan_fills_both_codebooks(tmp_path):
+    from safetensors.torch import save_file
+
+    from iqpfr.models.autoencoder import VQAutoEncoder
+    from iqpfr.train.dist import DistInfo
+    from iqpfr.train.loop import RunContext
+    from iqpfr.train.stage1 import Stage1
+
+    cfg = tiny_config(1, tmp_path / "run")
+    ae = cfg.model.overrides
+    single = VQAutoEncoder(img_size=32, nf=32, ch_mult=ae["ch_mult"], res_blocks=1, attn_resolutions=[],
+                           codebook_size=64, emb_dim=32, dual_codebook=False)
+    torch.nn.init.normal_(single.quantize.embedding.weight)
+    path = tmp_path / "codeformer_like.safetensors"
+    save_file({k: v.contiguous() for k, v in single.state_dict().items()}, str(path))
+    cfg.model.init = str(path)
+    stage = Stage1(RunContext(cfg, torch.device("cpu"), DistInfo(), None), None, perceptual=torch.nn.L1Loss())
+    q = stage.ae.quantize
+    assert torch.equal(q.embedding.weight, single.quantize.embedding.weight)
+    assert torch.equal(q.embedding_hq.weight, single.quantize.embedding.weight)
+    assert torch.equal(stage.ae.encoder.blocks[0].weight, single.encoder.blocks[0].weight)

@@ -108,7 +108,13 @@ class Stage1(Stage):
         self.ae = build_autoencoder(cfg)
         self.dual = bool(self.ae.dual_codebook)
         if cfg.model.init is not None:
-            load_matching(self.ae, read_weights(cfg.model.init), what=cfg.model.init)
+            source = read_weights(cfg.model.init)
+            load_matching(self.ae, source, what=cfg.model.init)
+            common, hq = "quantize.embedding.weight", "quantize.embedding_hq.weight"
+            if self.dual and common in source and hq not in source:
+                # a single-codebook VQGAN (e.g. CodeFormer's) initialises both codebooks (method.md §6.1)
+                with torch.no_grad():
+                    self.ae.quantize.embedding_hq.weight.copy_(source[common])
         self.ae.to(self.device)
         self.disc = VQGANDiscriminator(nc=3, ndf=s1.disc_channels, n_layers=s1.disc_layers).to(self.device)
         if cfg.data.resolution < self.disc.min_size:

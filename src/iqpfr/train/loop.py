@@ -46,15 +46,16 @@ class RunContext:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def wrap(self, module: nn.Module) -> nn.Module:
-        """DistributedDataParallel around ``module`` in a multi-process run; itself otherwise."""
+    def wrap(self, module: nn.Module, find_unused: bool = False) -> nn.Module:
+        """DistributedDataParallel around ``module`` in a multi-process run; itself otherwise.
+        ``find_unused``: some steps leave parameters unused (also forced by the config key)."""
         if not self.dist.enabled:
             return module
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids,
-                                       find_unused_parameters=self.cfg.find_unused_parameters)
+                                       find_unused_parameters=find_unused or self.cfg.find_unused_parameters)
 
     def no_sync(self, modules: list[nn.Module], sync: bool) -> contextlib.ExitStack:
         """Skip DDP's all-reduce on the non-final micro-batches of gradient accumulation."""

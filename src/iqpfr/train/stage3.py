@@ -64,10 +64,7 @@ class Stage3(Stage):
         self.make_optimizer("g", self.model.parameters(), cfg.optim.lr)
         self.make_optimizer("d", self.disc.parameters(), cfg.optim.d_lr or cfg.optim.lr)
         # code-only steps leave the fusion blocks unused: DDP must tolerate that
-        cfg_unused = cfg.find_unused_parameters
-        cfg.find_unused_parameters = True
-        self.forward_net = ctx.wrap(CodePredictionForward(self.model))
-        cfg.find_unused_parameters = cfg_unused
+        self.forward_net = ctx.wrap(CodePredictionForward(self.model), find_unused=True)
         self.d_pair = ctx.wrap(DiscriminatorPair(self.disc))
         self.ema = self.make_ema(self.model)  # after DDP's broadcast of rank 0's weights
         self.perceptual = perceptual if perceptual is not None else build_perceptual(s3.perceptual)

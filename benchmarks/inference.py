@@ -65,16 +65,14 @@ class PathSpec:
 REFERENCE = PathSpec("fp32", channels_last=False, batch=1)
 
 
-def default_paths(device: str, batch: int, with_compile: bool) -> list[PathSpec]:
-    paths = [
-        REFERENCE,
-        PathSpec("fp32", True, 1),
-        PathSpec("fp32", True, batch),
-        PathSpec("bf16", True, batch),
-        PathSpec("bf16-full", True, batch),
-    ]
+def default_paths(device: str, batch: int, with_compile: bool, with_bf16: bool) -> list[PathSpec]:
+    paths = [REFERENCE, PathSpec("fp32", True, 1), PathSpec("fp32", True, batch)]
+    if with_bf16:
+        paths += [PathSpec("bf16", True, batch), PathSpec("bf16-full", True, batch)]
     if with_compile:
-        paths += [PathSpec("fp32", True, batch, compile=True), PathSpec("bf16", True, batch, compile=True)]
+        paths += [PathSpec("fp32", True, batch, compile=True)]
+        if with_bf16:
+            paths += [PathSpec("bf16", True, batch, compile=True)]
         if device == "cuda":
             paths += [PathSpec("bf16", True, batch, compile=True, cuda_graphs=True)]
     return paths
@@ -359,6 +357,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile paths (slow to compile)"
     )
+    parser.add_argument(
+        "--bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="time the bf16 paths: "
+        "auto = on CUDA and on CPUs with native bf16 (AMX/AVX-512-BF16); elsewhere bf16 is "
+        "emulated and several times slower than fp32",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     parser.add_argument(
         "--whole-photos",
@@ -388,7 +394,11 @@ def main(argv: list[str] | None = None) -> int:
         faces = args.faces if device == "cpu" or args.batch else max(args.faces, batch)
         run_args = argparse.Namespace(**{**vars(args), "faces": faces})
         for name in args.models:
-            model_rows = bench_model(name, device, run_args, default_paths(device, batch, args.compile))
+            with_bf16 = args.bf16 == "on" or (
+                args.bf16 == "auto" and (device == "cuda" or cpu_has_fast_bf16())
+            )
+            paths = default_paths(device, batch, args.compile, with_bf16)
+            model_rows = bench_model(name, device, run_args, paths)
             rows += model_rows
             if args.whole_photos is not None:
                 exact = [r for r in model_rows if r["psnr_db"] >= PSNR_GOAL_DB]

@@ -1,0 +1,218 @@
+"""The default-model scripts (scripts/default_model): planning, shards, zoo patch, rank scores, and the
+whole pack -> train (3 stages, time-boxed) -> collect -> finalize chain at a tiny scale on CPU."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, shared_path
+
+SCRIPTS = ROOT / "scripts" / "default_model"
+sys.path.insert(0, str(SCRIPTS))
+
+import device_train  # noqa: E402
+import dm_common as dm  # noqa: E402
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"dm_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_plan_fills_the_budget_exactly(stage):
+    rate, seconds, done = 3.7, 300.0, 40
+    n = device_train.plan_total_steps(stage, done, rate, seconds, small_every=5)
+
+    def cost(total):
+        return sum(device_train.step_cost(stage, i, total, 5) for i in range(done + 1, total + 1))
+
+    assert n > done
+    assert cost(n) <= rate * seconds < cost(n + 1) + 1.5  # the next step would not fit (up to one step)
+    assert rate * seconds < cost(n + 2)
+    values = device_train.plan_values(stage, n)
+    assert values["total_steps"] == values["optim.period"] == n
+    if stage == 3:
+        e0, e1, e2 = values["stage3.phase_ends"]
+        assert 0 < e0 <= e1 <= e2 < n
+
+
+def test_clock_stops_a_run_at_the_deadline(tmp_path):
+    class Cfg:
+        total_steps = 10_000
+        batch_size, grad_accum = 2, 1
+
+        class stage3:
+            small_every = 5
+
+    import time
+
+    clock = device_train.Clock(1, time.time() + 0.5, tmp_path / "plan.json", planned=True, finish_s=0.0)
+    step = 0
+    while step < Cfg.total_steps:
+        step += 1
+        clock.after_step(step, Cfg)
+        time.sleep(0.01)
+    assert clock.cut_at == step == Cfg.total_steps < 10_000
+
+
+def test_shards_round_trip_and_missing_shard(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    state = {f"layer{i}.weight": torch.randn(40, 10, generator=g) for i in range(6)}
+    state["count"] = torch.arange(5)
+    paths = dm.save_sharded(state, tmp_path / "m", limit=64 * 1024 + 1000)
+    assert len(paths) >= 2 and all(p.stat().st_size < 64 * 1024 + 1000 + 4096 for p in paths)
+    back = dm.load_sharded(tmp_path / "m")
+    assert set(back) == set(state)
+    for k, v in state.items():
+        expected = v.half().float() if v.is_floating_point() else v
+        assert torch.equal(back[k], expected)
+    paths[1].unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        dm.load_sharded(tmp_path / "m")
+
+
+def test_patch_zoo_writes_a_valid_entry_once(tmp_path):
+    finalize = _load("finalize")
+    zoo = tmp_path / "zoo.py"
+    zoo.write_text((ROOT / "src" / "iqpfr" / "weights" / "zoo.py").read_text())
+    sha = "ab" * 32
+    assert finalize.patch_zoo(zoo, "iqpfr-256", sha, 12_345)
+    assert finalize.patch_zoo(zoo, "iqpfr-256", "cd" * 32, 23_456)  # replaces, never duplicates
+    text = zoo.read_text()
+    assert text.count(f'sha256="{"cd" * 32}",') == 1 and sha not in text and text.count("size=23_456,") == 1
+    spec = importlib.util.spec_from_file_location("zoo_patched", zoo)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["zoo_patched"] = module  # dataclasses resolve annotations through sys.modules
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules["zoo_patched"]
+    entry = next(e for e in module._ENTRIES if e.name == "iqpfr-256")
+    assert entry.sha256 == "cd" * 32 and entry.size == 23_456 and entry.embedded
+    assert not finalize.patch_zoo(zoo, "no-such-entry", sha, 1)
+
+
+def test_rank_scores_keep_order_and_fill_every_bucket(tmp_path):
+    pack = _load("pack_data")
+    src = tmp_path / "scores.csv"
+    values = [0.41, 0.52, 0.48, 0.61, 0.55, 0.50, 0.39, 0.58, 0.66, 0.45]
+    with open(src, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "imagename", "score"])
+        for i, v in enumerate(values):
+            w.writerow([f"x/{i:05d}.jpg", f"{i:05d}.jpg", v])
+    table = pack.write_rank_scores(src, tmp_path / "train_scores.csv")
+    ranks = [table[f"{i:05d}.jpg"] for i in range(len(values))]
+    assert sorted(range(10), key=lambda i: values[i]) == sorted(range(10), key=lambda i: ranks[i])
+    assert sorted(int(10 * r) for r in ranks) == list(range(10))  # one face per bucket
+    from iqpfr.data.dataset import read_scores_csv
+
+    assert read_scores_csv(tmp_path / "train_scores.csv")["00003.jpg"] == pytest.approx(table["00003.jpg"])
+
+
+def _tiny_configs(folder: Path, data: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in (1, 2, 3):
+        (folder / f"stage{s}.yaml").write_text(
+            f"base: {ROOT / 'configs' / 'tiny' / f'stage{s}.yaml'}\n"
+            "total_steps: 1000\n"
+            f"data: {{folders: [{data / 'ffhq'}], scores_csv: {data / 'train_scores.csv'}, default_score: null, "
+            "limit: 0, num_workers: 0}\n")
+    return folder
+
+
+def test_tiny_chain_pack_train_collect_finalize(tmp_path, monkeypatch):
+    """pack_data -> device_train stages I-III (time-boxed, stage III on a 'cold machine' from the
+    carried shards) -> collect -> finalize: the shipped file loads and restores."""
+    ffhq = shared_path("data", "ffhq_train256")
+    shared_path("data", "gpen_ffhq10")
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CI machine's 2 cores are shared: 2 threads are slower there
+    try:
+        _chain(tmp_path, ffhq)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _chain(tmp_path: Path, ffhq: Path) -> None:
+    data = tmp_path / "data"
+    assert _load("pack_data").main(["--out", str(data), "--ffhq", str(ffhq), "--limit", "8", "--utk", "0"]) == 0
+    rows = list(csv.DictReader(open(data / "train_scores.csv")))
+    assert len(rows) == 8 and json.loads((data / "MANIFEST.json").read_text())["ffhq_faces"] == 8
+    configs = _tiny_configs(tmp_path / "configs", data)
+    common = ["--config-dir", str(configs), "--carried", str(tmp_path / "carry"), "--warm", "1", "--probe", "3",
+              "--finish-s", "1", "--minutes", "0.2"]
+    for stage, root in ((1, "warm"), (2, "warm")):
+        extra = ["--set", "stage2.quality_weight=0.1"] if stage == 2 else []
+        assert device_train.main([str(stage), "--root", str(tmp_path / root), "--out", str(tmp_path / f"out{stage}"),
+                                  *common, *extra]) == 0
+        report = json.loads((tmp_path / f"out{stage}" / f"stage{stage}_report.json").read_text())
+        assert report["step"] > 0 and report["plan"] is not None
+        collect = _load("collect")
+        assert collect.main([str(tmp_path / f"out{stage}"), "--archive", str(tmp_path / "archive"),
+                             "--carry-dir", str(tmp_path / "carry"), "--data-dir", str(data)]) == 0
+    assert sorted(p.name for p in (tmp_path / "carry").iterdir()) == ["codes.pt", "stage2_ema-00001-of-00001.safetensors"]
+    # stage III on an empty runs folder: everything it needs comes from the carried files
+    assert device_train.main(["3", "--root", str(tmp_path / "cold"), "--out", str(tmp_path / "out3"), *common]) == 0
+    report = json.loads((tmp_path / "out3" / "stage3_report.json").read_text())
+    assert report["inputs"]["stage2"].startswith("restored") and report["inputs"]["discriminator"] == "fresh"
+    out = tmp_path / "model.safetensors"
+    assert _load("finalize").main(["--shards", str(tmp_path / "out3" / "stage3_ema"),
+                                   "--config", str(configs / "stage3.yaml"), "-o", str(out), "--no-sheet"]) == 0
+    from iqpfr.models.checkpoint import load_model, read_model_config
+
+    model = load_model(out)
+    assert read_model_config(out)["architecture"] == "iqpfr-tiny"
+    with torch.no_grad():
+        y = model(torch.zeros(1, 3, 32, 32), w=torch.full((1,), 0.5)).image
+    assert y.shape == (1, 3, 32, 32) and torch.isfinite(y).all()
+    final = dm.load_sharded(tmp_path / "out3" / "stage3_ema")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, final[k].to(v.dtype)), k
+
+
+@pytest.mark.slow
+def test_device_run_sh_and_acceptance_tiny(tmp_path):
+    """The exact shell entry point used on the device (preflight, timeout, export) for stage I,
+    then the acceptance script on a finalized tiny model (2 faces)."""
+    ffhq = shared_path("data", "ffhq_train256")
+    shared_path("data", "gpen_ffhq10")
+    data = tmp_path / "data"
+    assert _load("pack_data").main(["--out", str(data), "--ffhq", str(ffhq), "--limit", "8", "--utk", "0"]) == 0
+    configs = _tiny_configs(tmp_path / "configs", data)
+    env = dict(os.environ, OUT=str(tmp_path / "out1"), DM_CONFIG_DIR=str(configs), DM_ROOT=str(tmp_path / "runs"),
+               DM_CARRIED=str(tmp_path / "carry"), DM_PROBE="3", DM_WARM="1", DM_FINISH_S="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", str(SCRIPTS / "device_run.sh"), "1", "0.5"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "[preflight] ok" in proc.stdout
+    names = {p.name for p in (tmp_path / "out1").iterdir()}
+    assert {"stage1_ema-00001-of-00001.safetensors", "stage1_disc.safetensors", "stage1_report.json"} <= names
+    # stage II/III weights are not needed to exercise acceptance: finalize the stage-I VQGAN into a full model
+    model_file = tmp_path / "model.safetensors"
+    from iqpfr.models.checkpoint import save_model
+    from iqpfr.train.config import load_train_config
+    from iqpfr.train.stage1 import build_model_preset
+
+    model = build_model_preset(load_train_config(str(configs / "stage3.yaml")))
+    save_model(model.half(), model_file)
+    acc = _load("acceptance")
+    rc = acc.main(["--weights", str(model_file), "-o", str(tmp_path / "acc"), "--limit", "2", "--threads", "1",
+                   "--no-timing"])
+    report = json.loads((tmp_path / "acc" / "acceptance.json").read_text())
+    assert rc == (0 if report["all_pass"] else 1)
+    assert report["faces"] == 2 and len(report["quality_sweep"]) == 9 and len(report["rows"]) == 6
+    assert (tmp_path / "acc" / "acceptance.md").read_text().count("|") > 30

@@ -250,9 +250,8 @@ def prepare_inputs(stage: int, root: Path, carried: Path) -> tuple[list[str], di
                 raise SystemExit(f"stage 2 needs {s1} (warm machine) or {carried}/stage1_ema-*.safetensors: "
                                  f"run stage 1 first, or carry {carried}") from None
             info["stage1"] = "absent"
-    if stage == 2 and not codes.is_file() and (carried / "codes.pt").is_file():
-        shutil.copyfile(carried / "codes.pt", codes)
-        info["codes"] = "restored"
+    # stage II always computes its codes from the stage-I weights at hand (a carried codes.pt could be
+    # stale); stage III takes them from the stage-II call that just ran
     if stage == 3:
         try:
             info["stage2"] = ensure_weights(s2, carried / "stage2_ema")
@@ -399,7 +398,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides += as_overrides(json.loads(plan_path.read_text())["values"])
     overrides += args.overrides  # the caller's --set win
     if args.stage == 2:
-        precompute_codes(cfg_path, overrides, root / "codes.pt")
+        codes, s1 = root / "codes.pt", root / "stage1" / "model_ema.safetensors"
+        if codes.is_file() and codes.stat().st_mtime < s1.stat().st_mtime:
+            codes.unlink()  # stage I changed since the codes were computed
+        precompute_codes(cfg_path, overrides, codes)
     cfg = load_train_config(str(cfg_path), overrides)
     print(f"[device_train] stage {args.stage}: {info}; {deadline - time.time():.0f} s to the deadline; "
           f"{'resuming plan ' + str(plan_path) if planned else 'planning after the probe'}", flush=True)

@@ -219,3 +219,19 @@ def test_stage1_init_from_a_single_codebook_vqgan_fills_both_codebooks(tmp_path)
     assert torch.equal(q.embedding.weight, single.quantize.embedding.weight)
     assert torch.equal(q.embedding_hq.weight, single.quantize.embedding.weight)
     assert torch.equal(stage.ae.encoder.blocks[0].weight, single.encoder.blocks[0].weight)
+
+
+def test_lpips_loss_wrapper_on_random_vgg():
+    # real LPIPS weights are not downloadable here; this checks the wrapper's shapes and gradient
+    from iqpfr.eval.lpips import LPIPSVGG
+    from iqpfr.train.perceptual import LPIPSLoss
+
+    torch.manual_seed(0)
+    loss = LPIPSLoss(LPIPSVGG())
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    y = x.clone().requires_grad_(True)
+    assert float(loss(x, x)) == pytest.approx(0.0, abs=1e-6)
+    value = loss(y + 0.3 * torch.randn_like(x), x)
+    value.backward()
+    assert value.ndim == 0 and float(value) > 0 and y.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in loss.parameters())

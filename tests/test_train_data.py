@@ -227,7 +227,10 @@ def test_lpips_loss_wrapper_on_random_vgg():
     from iqpfr.train.perceptual import LPIPSLoss
 
     torch.manual_seed(0)
-    loss = LPIPSLoss(LPIPSVGG())
+    net = LPIPSVGG()
+    for lin in net.lins:  # published LPIPS calibration weights are non-negative
+        lin.weight.data.abs_()
+    loss = LPIPSLoss(net)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     y = x.clone().requires_grad_(True)
     assert float(loss(x, x)) == pytest.approx(0.0, abs=1e-6)

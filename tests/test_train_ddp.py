@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from train_tiny import tiny_config
+from train_tiny import random_init_weights, tiny_config
 
 WORLD = 2
 
@@ -45,28 +45,12 @@ def _worker(rank: int, port: int, configs: list, out_dir: str) -> None:
         shutdown_distributed()
 
 
-def _random_init_weights(cfg, folder) -> tuple[str, str]:
-    """Random stage-I / stage-II weight files for a stage III run (what matters here is DDP)."""
-    from safetensors.torch import save_file
-
-    from iqpfr.train.stage1 import build_autoencoder, build_model_preset
-
-    torch.manual_seed(0)
-    model = build_model_preset(cfg)
-    vq = build_autoencoder(cfg)
-    model.load_autoencoder_state_dict(vq.state_dict())
-    full, ae = folder / "full.safetensors", folder / "vq.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(full))
-    save_file({k: v.contiguous() for k, v in vq.state_dict().items()}, str(ae))
-    return str(full), str(ae)
-
-
 @pytest.mark.timeout(300)
 def test_two_process_ddp_keeps_weights_identical(tmp_path):
     stage1 = tiny_config(1, tmp_path / "s1", "total_steps=4", "batch_size=2", "grad_accum=2", "data.limit=16",
                          "stage1.disc_start=2", "stage1.dead_code_every=2", "log_every=1")
     probe = tiny_config(3, tmp_path / "unused", "model.init=x", "model.vqgan=x")
-    full, vq = _random_init_weights(probe, tmp_path)
+    full, vq = random_init_weights(probe, tmp_path)
     stage3 = tiny_config(3, tmp_path / "s3", f"model.init={full}", f"model.vqgan={vq}", "total_steps=4",
                          "batch_size=2", "data.limit=16", "stage3.phase_ends=[1,2,3]", "stage3.small_every=2",
                          "stage3.disc_start=1", "log_every=1")

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from iqpfr.train.checkpoint import list_checkpoints, load_checkpoint
 from iqpfr.train.loop import train
-from train_tiny import tiny_config
+from train_tiny import random_init_weights, tiny_config
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -70,3 +70,20 @@ def test_checkpoint_contents_and_fresh_start_guard(tmp_path):
     bad.write_bytes(list_checkpoints(cfg.run_dir)[-1][1].read_bytes()[:100])
     with pytest.raises(RuntimeError, match="bad.pt"):
         load_checkpoint(bad)
+
+
+def test_stage3_resumes_exactly_from_a_checkpoint_in_another_folder(tmp_path):
+    # the cross-session flow: a checkpoint brought back from elsewhere, resumed into a new run_dir
+    probe = tiny_config(3, tmp_path / "unused", "model.init=x", "model.vqgan=x")
+    full, vq = random_init_weights(probe, tmp_path)
+    sets = (f"model.init={full}", f"model.vqgan={vq}", "total_steps=8", "data.limit=16",
+            "stage3.phase_ends=[3,4,5]", "stage3.small_every=2", "stage3.disc_start=2", "ckpt_every=3")
+    uninterrupted = train(tiny_config(3, tmp_path / "a", *sets), progress=False)
+    train(tiny_config(3, tmp_path / "b", *sets), stop_after=4, progress=False)
+    ckpt = list_checkpoints(tmp_path / "b")[-1][1]
+    resumed = train(tiny_config(3, tmp_path / "c", *sets), resume=str(ckpt), progress=False)
+    expected = {r["step"]: r for r in uninterrupted["history"]}
+    assert [r["step"] for r in resumed["history"]] == list(range(4, 9))
+    for r in resumed["history"]:
+        assert {k: v for k, v in r.items() if k != "images_per_s"} == \
+            {k: v for k, v in expected[r["step"]].items() if k != "images_per_s"}

@@ -46,3 +46,20 @@ def quality_scorer() -> QualityScorer:
     if learned.DEFAULT_WEIGHTS.is_file():
         return learned.FaceIQA()
     return SharpnessScorer()
+
+
+def random_init_weights(cfg: TrainConfig, folder: Path) -> tuple[str, str]:
+    """Random (full model, stage-I autoencoder) weight files for stage II/III runs whose subject is
+    the loop, not the weights."""
+    from safetensors.torch import save_file
+
+    from iqpfr.train.stage1 import build_autoencoder, build_model_preset
+
+    torch.manual_seed(0)
+    model = build_model_preset(cfg)
+    vq = build_autoencoder(cfg)
+    model.load_autoencoder_state_dict(vq.state_dict())
+    full, ae = folder / "full.safetensors", folder / "vq.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(full))
+    save_file({k: v.contiguous() for k, v in vq.state_dict().items()}, str(ae))
+    return str(full), str(ae)

@@ -128,3 +128,24 @@ def test_ensemble_module_normalises_and_differentiates():
     assert torch.allclose(out.detach(), expected, atol=1e-5)
     out.sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_brisque_scorer_gradients(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", sv=rng.normal(size=(3, 36)), sv_coef=np.array([1.0, -0.5, 2.0]),
+             rho=np.array(0.1), gamma=np.array(0.01))
+    s = create_scorer("brisque", model_path=tmp_path / "m.npz")
+    assert s.differentiable
+    x = _faces(1, seed=5).double().requires_grad_(True)
+    s.score(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_ensemble_ranges_from_score_sidecar(tmp_path):
+    import json
+
+    from iqpfr.quality import load_ranges
+
+    side = tmp_path / "s.csv.json"
+    side.write_text(json.dumps({"normalisation": {"niqe": [3.0, 12.0], "piqe": None}}))
+    assert load_ranges(side) == {"niqe": (3.0, 12.0)}

@@ -18,6 +18,7 @@ _LAZY = {
     "minmax_normalize": "iqpfr.quality.ensemble",
     "ensemble_average": "iqpfr.quality.ensemble",
     "hq_split_summary": "iqpfr.quality.ensemble",
+    "load_ranges": "iqpfr.quality.ensemble",
     "brisque_features": "iqpfr.quality.brisque",
 }
 

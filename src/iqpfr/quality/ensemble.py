@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -68,12 +69,20 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def load_ranges(sidecar: str | Path) -> dict[str, tuple[float, float]]:
+    """Per-metric (min, max) from the ``<csv>.json`` that ``iqpfr score`` writes next to its CSV."""
+    import json
+
+    info = json.loads(Path(sidecar).read_text(encoding="utf-8"))
+    return {m: (float(v[0]), float(v[1])) for m, v in info.get("normalisation", {}).items() if v}
+
+
 class QualityEnsemble(QualityScorer):
     """Mean of several scorers, each mapped to [0, 1] (higher better) with fixed (min, max) ranges.
 
-    ``ranges[name] = (min, max)`` as measured on a reference set (e.g. the columns of an
-    ``iqpfr score`` CSV); a scorer without an entry uses its typical ``range``. Differentiable when
-    every member is.
+    ``ranges[name] = (min, max)`` as measured on a reference set, e.g. ``load_ranges("ffhq.csv.json")``
+    from an ``iqpfr score`` run, so the loss uses the same scale as the dataset's S; a scorer without an
+    entry uses its typical ``range``. Differentiable when every member is.
     """
 
     name = "ensemble"

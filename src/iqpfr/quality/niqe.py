@@ -70,7 +70,8 @@ def crop_to_blocks(gray: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
 
 def niqe_from_features(feats: torch.Tensor, mu_p: torch.Tensor, cov_p: torch.Tensor) -> torch.Tensor:
     """(B, n, 36) block features -> (B,) NIQE against the pristine (mu_p (36,), cov_p (36, 36))."""
-    f = feats.to(torch.float64)
+    # float64 for the 36x36 pseudo-inverse (MPS has no float64: float32 there)
+    f = feats.to(torch.float32 if feats.device.type == "mps" else torch.float64)
     n = f.shape[1]
     mu_d = f.mean(dim=1)
     centred = f - mu_d.unsqueeze(1)

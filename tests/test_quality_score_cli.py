@@ -114,3 +114,18 @@ def test_score_cli_refuses_to_drop_existing_metrics(tmp_path, capsys):
 def test_score_cli_missing_input(tmp_path, capsys):
     assert main(["score", str(tmp_path / "nope"), "-o", str(tmp_path / "s.csv")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_score_cli_mixed_sizes_and_too_small_image(tmp_path, capsys):
+    """Images of different sizes share a batch; one too small for NIQE fails alone, the rest are scored."""
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name, size in (("a.png", 128), ("b.png", 160), ("c.png", 128), ("tiny.png", 48)):
+        Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8)).save(folder / name)
+    out = tmp_path / "m.csv"
+    rc = main(["score", str(folder), "--metrics", "niqe,piqe", "-o", str(out), "--no-hist", "--batch-size", "4"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "tiny.png" in err and "96x96" in err
+    assert sorted(r["imagename"] for r in _read(out)) == ["a.png", "b.png", "c.png"]

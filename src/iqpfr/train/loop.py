@@ -172,6 +172,9 @@ def train(cfg: TrainConfig, *, resume: str | None = None, stop_after: int | None
     info = init_distributed(device)
     if device.type == "cuda" and info.enabled:
         device = torch.device("cuda", info.local_rank)
+    if device.type == "cuda":
+        # fixed input sizes: let cuDNN pick the fastest kernels (resume is then exact on CPU only)
+        torch.backends.cudnn.benchmark = True
     ctx = RunContext(cfg=cfg, device=device, dist=info, amp_dtype=_amp_dtype(cfg, device))
 
     dataset = build_dataset(cfg)

@@ -87,3 +87,15 @@ def test_stage3_resumes_exactly_from_a_checkpoint_in_another_folder(tmp_path):
     for r in resumed["history"]:
         assert {k: v for k, v in r.items() if k != "images_per_s"} == \
             {k: v for k, v in expected[r["step"]].items() if k != "images_per_s"}
+
+
+def test_on_step_callback_can_end_a_run_early_with_a_final_checkpoint(tmp_path):
+    def deadline(step, ctx):
+        if step == 3:
+            ctx.cfg.total_steps = step
+
+    cfg = tiny_config(1, tmp_path / "d", "total_steps=50", "data.limit=8", "ckpt_every=0")
+    out = train(cfg, progress=False, on_step=deadline)
+    assert out["step"] == 3 and not out["stopped"]
+    assert [s for s, _ in list_checkpoints(tmp_path / "d")] == [3]
+    assert (tmp_path / "d" / "model_ema.safetensors").is_file()

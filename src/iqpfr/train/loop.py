@@ -17,6 +17,7 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,14 +150,17 @@ def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[st
 
 
 def train(cfg: TrainConfig, *, resume: str | None = None, stop_after: int | None = None,
-          progress: bool = True, stage_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+          progress: bool = True, stage_overrides: dict[str, Any] | None = None,
+          on_step: Callable[[int, RunContext], None] | None = None) -> dict[str, Any]:
     """Run (or continue) training as described by ``cfg``; returns a summary of the run.
 
     ``resume``: ``"auto"`` continues from the newest checkpoint in ``cfg.run_dir`` (a fresh start if
     there is none), a path continues from that file. ``stop_after``: return right after that step
     without a final checkpoint, as if the process had been killed (tests). ``stage_overrides`` are
-    passed to the stage constructor (e.g. a ready-made quality scorer).
-    The summary holds ``step``, ``history`` (logged records), ``checkpoint``, ``images_per_s`` and
+    passed to the stage constructor (e.g. a ready-made quality scorer). ``on_step(step, ctx)`` runs
+    after every step; it may lower ``ctx.cfg.total_steps`` to end the run early with a normal final
+    checkpoint and export (e.g. at a wall-clock deadline; in a multi-process run every process must
+    decide alike). The summary holds ``step``, ``history`` (logged records), ``checkpoint``, ``images_per_s`` and
     ``stage`` (the trained networks: ``stage.networks``, ``stage.ema.shadow``).
     """
     from iqpfr.train.log import TrainLogger, save_sample_grid
@@ -250,6 +254,8 @@ def train(cfg: TrainConfig, *, resume: str | None = None, stop_after: int | None
             if info.is_main and cfg.sample_every > 0 and step % cfg.sample_every == 0:
                 rows = stage.sample_rows(micro[0])
                 save_sample_grid(Path(cfg.run_dir) / "samples" / f"step_{step:08d}.png", rows)
+            if on_step is not None:
+                on_step(step, ctx)
             if stop_after is not None and step >= stop_after:
                 return {"step": step, "history": history, "stopped": True, "stage": stage}
             if cfg.ckpt_every > 0 and step % cfg.ckpt_every == 0 and step < cfg.total_steps:

@@ -216,3 +216,17 @@ def test_device_run_sh_and_acceptance_tiny(tmp_path):
     assert rc == (0 if report["all_pass"] else 1)
     assert report["faces"] == 2 and len(report["quality_sweep"]) == 9 and len(report["rows"]) == 6
     assert (tmp_path / "acc" / "acceptance.md").read_text().count("|") > 30
+
+
+def test_stage3_inputs_on_a_warm_machine_use_this_runs_folder(tmp_path):
+    root = tmp_path / "runs"
+    for rel in ("stage1/model_ema.safetensors", "stage2/model_ema.safetensors", "codes.pt",
+                "stage1/checkpoints/step_00000040.pt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    sets, info = device_train.prepare_inputs(3, root, tmp_path / "no_carry")
+    assert f"model.vqgan={root / 'stage1' / 'model_ema.safetensors'}" in sets
+    assert f"model.init_discriminator={root / 'stage1' / 'checkpoints' / 'step_00000040.pt'}" in sets
+    assert info["stage2"] == "warm"
+    with pytest.raises(SystemExit, match="stage 2 needs"):
+        device_train.prepare_inputs(2, tmp_path / "empty", tmp_path / "no_carry")

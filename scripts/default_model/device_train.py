@@ -44,7 +44,7 @@ RUN_ROOT = Path("runs/dm256")
 PHASE_COST = {
     1: {"late": 1.35},  # stage I after disc_start: discriminator + adaptive-weight gradients
     2: {"late": 1.8},  # stage II with the quality loss: decoder + scorer forward/backward
-    3: {"code_only": 0.45},  # stage III code-only steps skip the decoder and the discriminator
+    3: {"code_only": 0.45, "with_d": 1.3},  # code-only steps skip decoder and D; D from 5 % on
 }
 FRACTIONS = {1: {"disc": 0.5}, 2: {"quality": 0.5}, 3: {"phases": (0.30, 0.60, 0.85), "disc": 0.05}}
 FINISH_S = 25.0  # default reserve for the final checkpoint + export inside the loop
@@ -57,11 +57,12 @@ def step_cost(stage: int, i: int, n: int, small_every: int) -> float:
     if stage == 2:
         return 1.0 if i < FRACTIONS[2]["quality"] * n else PHASE_COST[2]["late"]
     e0, e1, e2 = (int(f * n) for f in FRACTIONS[3]["phases"])
+    image = PHASE_COST[3]["with_d"] if i > FRACTIONS[3]["disc"] * n else 1.0
     if i <= e1:
-        return 1.0
+        return image
     if i <= e2 or i % small_every != 0:
         return PHASE_COST[3]["code_only"]
-    return 1.0
+    return image
 
 
 def plan_total_steps(stage: int, done: int, rate: float, seconds: float, small_every: int = 5) -> int:
@@ -262,8 +263,8 @@ def prepare_inputs(stage: int, root: Path, carried: Path) -> tuple[list[str], di
                 raise SystemExit(f"stage 3 needs {codes} or {carried}/codes.pt")
             shutil.copyfile(carried / "codes.pt", codes)
             info["codes"] = "restored"
-        if not s1.is_file():  # codes are precomputed: the VQGAN only supplies the frozen codebooks
-            sets.append(f"model.vqgan={s2}")
+        # with precomputed codes the VQGAN only supplies the frozen codebooks, which stage II kept
+        sets.append(f"model.vqgan={s1 if s1.is_file() else s2}")
         disc = latest_checkpoint(root / "stage1")
         if disc is None and (carried / "stage1_disc.safetensors").is_file():
             disc = carried / "stage1_disc.safetensors"

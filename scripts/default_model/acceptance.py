@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = ["ids", "niqe", "face-iqa"]
     res = evaluate(main_dir, gt_dir, metrics, out / "restored.csv")
     base = evaluate(out / "bicubic", gt_dir, metrics, out / "bicubic.csv")
+    lq_as_is = evaluate(lq_dir, gt_dir, metrics, out / "lq.csv")  # the 512-px LQ itself, for reference
     det_res, det_base, det_gt = detection_rate(main_dir), detection_rate(out / "bicubic"), detection_rate(gt_dir)
 
     sweep = {}
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights": str(args.weights), "sha256": dm.sha256_file(args.weights), "faces": n, "seed": args.seed,
         "protocol": f"{args.val.name} 'large' seed {args.seed} at {args.size}px; restored at w={w:g}, q=0.9; "
                     f"bicubic = LQ -> {side}px (area) -> {args.size}px (bicubic)",
-        "restored": res, "bicubic": base, "detection": {"restored": det_res, "bicubic": det_base, "gt": det_gt},
+        "restored": res, "bicubic": base, "lq_as_is": lq_as_is, "detection": {"restored": det_res, "bicubic": det_base, "gt": det_gt},
         "quality_sweep": {f"{q:g}": v for q, v in sweep.items()}, "spearman": rho,
         "alpha": alpha, "alpha0_face_iqa": alpha0, "cpu_time": timing, "rows": rows,
         "all_pass": all(r["pass"] for r in rows),

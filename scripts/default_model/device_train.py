@@ -18,9 +18,8 @@ Called by ``device_run.sh`` on the GPU device (one stage per device call, each c
   stage I also the discriminator (fp16), stage II the precomputed codes, ``log.jsonl``, the last
   sample grid (LQ | output | GT), ``report.json``.
 
-The time limit is enforced by wrapping the stage's ``train_step`` (it lowers ``cfg.total_steps`` to
-the current step, so the loop ends normally with a checkpoint and an export); ``iqpfr.train`` itself
-is not modified.
+The time limit uses ``train(..., on_step=)``: the hook lowers ``cfg.total_steps`` to the current step,
+so the loop ends normally with a final checkpoint and the EMA export.
 """
 
 from __future__ import annotations
@@ -193,28 +192,9 @@ class Clock:
 
 def run_with_clock(cfg, clock: Clock) -> dict:
     """``iqpfr.train.loop.train(cfg, resume='auto')`` with ``clock.after_step`` after every step."""
-    from iqpfr.train import stages as stages_mod
     from iqpfr.train.loop import train
 
-    original = stages_mod.build_stage
-
-    def build_with_clock(ctx, dataset, **kw):
-        stage = original(ctx, dataset, **kw)
-        inner = stage.train_step
-
-        def timed_step(micro, step):
-            values = inner(micro, step)
-            clock.after_step(step, ctx.cfg)
-            return values
-
-        stage.train_step = timed_step
-        return stage
-
-    stages_mod.build_stage = build_with_clock
-    try:
-        return train(cfg, resume="auto", progress=False)
-    finally:
-        stages_mod.build_stage = original
+    return train(cfg, resume="auto", progress=False, on_step=lambda step, ctx: clock.after_step(step, ctx.cfg))
 
 
 # -- inputs: warm machine (runs/) or cold restore from .device_ckpt/ ------------------------------------

@@ -7,7 +7,7 @@
 # .device_ckpt when the machine may be cold). MINUTES (default 7.5 / 6.5 / 5.5 for stages I / II /
 # III) is the time from the start of this script to the end of training; the export adds ~30 s,
 # a hard kill comes 75 s after it and is followed by an export of the last checkpoint, so a call
-# ends by MINUTES*60 + ~100 s at worst (keep MINUTES <= 8 for the 600 s limit).
+# ends by MINUTES*60 + ~135 s at worst (keep MINUTES <= 7.5 for the 600 s limit).
 # Outputs go to $OUT (fp16 EMA shards, logs, sample grid, report); see README.md.
 #
 # Environment knobs (tests, other layouts): DM_CONFIG_DIR, DM_ROOT (runs folder), DM_CARRIED

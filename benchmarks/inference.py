@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import os
 import platform
@@ -52,9 +53,12 @@ class PathSpec:
     batch: int
     compile: bool = False
     cuda_graphs: bool = False
+    backend: str = "torch"
 
     @property
     def label(self) -> str:
+        if self.backend == "onnxruntime":
+            return f"onnxruntime {self.precision} b{self.batch}"
         parts = [self.precision, "cl" if self.channels_last else "nchw"]
         parts.append("compiled" if self.compile else "eager")
         if self.cuda_graphs:
@@ -69,6 +73,8 @@ def default_paths(device: str, batch: int, with_compile: bool, with_bf16: bool) 
     paths = [REFERENCE, PathSpec("fp32", True, 1), PathSpec("fp32", True, batch)]
     if with_bf16:
         paths += [PathSpec("bf16", True, batch), PathSpec("bf16-full", True, batch)]
+    if device == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
+        paths += [PathSpec("fp32", False, b, backend="onnxruntime") for b in sorted({1, batch})]
     if with_compile:
         paths += [PathSpec("fp32", True, batch, compile=True)]
         if with_bf16:
@@ -155,6 +161,7 @@ def time_path(model, spec: PathSpec, device: str, lq, w, repeats: int):
             compile=spec.compile,
             cuda_graphs=spec.cuda_graphs,
             batch_size=spec.batch,
+            backend=spec.backend,
         )
 
         def run():
@@ -209,6 +216,7 @@ def bench_model(name: str, device: str, args, paths: list[PathSpec]) -> list[dic
             "channels_last": spec.channels_last,
             "compile": spec.compile,
             "cuda_graphs": spec.cuda_graphs,
+            "backend": spec.backend,
             "faces": args.faces,
             "inputs": source,
             "seconds_per_repeat": times,
@@ -248,6 +256,7 @@ def bench_whole_photos(name: str, device: str, args, fast: PathSpec) -> list[dic
                 channels_last=spec.channels_last,
                 compile=spec.compile,
                 batch_size=spec.batch,
+                backend=spec.backend,
             )
         restorer = FaceRestorer(model, device=device, detector=args.detector)
         restorer.restore(str(photos[0]))  # warm-up: detector load, compilation
@@ -403,7 +412,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.whole_photos is not None:
                 exact = [r for r in model_rows if r["psnr_db"] >= PSNR_GOAL_DB]
                 best = max(exact, key=lambda r: r["faces_per_s"])
-                spec = PathSpec(best["precision"], best["channels_last"], best["batch"], best["compile"])
+                spec = PathSpec(
+                    best["precision"],
+                    best["channels_last"],
+                    best["batch"],
+                    best["compile"],
+                    backend=best["backend"],
+                )
                 photo_rows += bench_whole_photos(name, device, run_args, spec)
     head = headline(rows)
     env["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None

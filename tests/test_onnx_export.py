@@ -90,3 +90,19 @@ def test_cli_exports_a_saved_checkpoint(tmp_path):
     with torch.no_grad():
         expected = model(torch.from_numpy(feed["lq"]), w=torch.tensor([0.5])).image.numpy()
     assert np.abs(session.run(None, feed)[0] - expected).max() <= CHECK_TOLERANCE
+
+
+def test_onnxruntime_inference_backend_matches_eager():
+    from iqpfr.inference import prepare_for_inference
+
+    torch.manual_seed(0)
+    model = iqpfr.create_model("codeformer-tiny").eval()
+    lq = torch.rand(3, 3, 64, 64) * 2 - 1
+    w = torch.tensor([0.0, 0.5, 1.0])
+    with torch.no_grad():
+        expected, expected_default = model(lq, w=w).image, model(lq).image
+    runner = prepare_for_inference(model, device="cpu", backend="onnxruntime", batch_size=2)
+    assert (runner(lq, w=w).image - expected).abs().max().item() <= 1e-4  # chunks of 2 + 1, per-sample w
+    assert (runner(lq).image - expected_default).abs().max().item() <= 1e-4  # the network's default w
+    with pytest.raises(ValueError, match="onnxruntime"):
+        prepare_for_inference(model, device="cpu", backend="onnxruntime", precision="bf16")

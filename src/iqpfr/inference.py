@@ -27,8 +27,10 @@ import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -97,8 +99,11 @@ class InferenceSettings:
     compile: bool
     cuda_graphs: bool
     batch_size: int
+    backend: str = "torch"
 
     def label(self) -> str:
+        if self.backend == "onnxruntime":
+            return f"onnxruntime {self.precision} b{self.batch_size}"
         parts = [self.precision, "channels_last" if self.channels_last else "nchw"]
         parts += ["compiled"] if self.compile else ["eager"]
         parts += ["cuda_graphs"] if self.cuda_graphs else []
@@ -204,6 +209,59 @@ class InferenceRunner(nn.Module):
         return RestoreOutput(**merged)
 
 
+class OnnxRuntimeRunner(nn.Module):
+    """The network exported to ONNX (in a temporary folder) and run by onnxruntime on the CPU.
+
+    Same call as ``InferenceRunner``; ``w``/``quality`` default to the network's own defaults. The
+    result holds ``image`` only (no logits / indices).
+    """
+
+    def __init__(self, model: nn.Module, settings: InferenceSettings) -> None:
+        import tempfile
+
+        import onnxruntime as ort
+
+        from iqpfr.export import export_onnx
+
+        super().__init__()
+        self.config = getattr(model, "config", None)
+        self.settings = settings
+        self.device = torch.device("cpu")
+        self.default_w = float(getattr(model, "default_w", 0.5))
+        self.default_quality = float(getattr(model, "default_quality", 0.9))
+        self._tmp = tempfile.TemporaryDirectory(prefix="iqpfr-onnx-")
+        path = Path(self._tmp.name) / "model.onnx"
+        export_onnx(model, path, batch=min(settings.batch_size, 2))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def forward(
+        self,
+        lq: torch.Tensor,
+        w: float | torch.Tensor | None = None,
+        quality: float | torch.Tensor | None = None,
+    ) -> RestoreOutput:
+        batch = lq.shape[0]
+
+        def per_sample(value: Any, default: float) -> np.ndarray:
+            value = default if value is None else value
+            return torch.as_tensor(value, dtype=torch.float32).cpu().reshape(-1).expand(batch).numpy()
+
+        lq_np = lq.detach().to("cpu", torch.float32).numpy()
+        w_np, q_np = per_sample(w, self.default_w), per_sample(quality, self.default_quality)
+        images = []
+        for start in range(0, batch, self.settings.batch_size):
+            rows = slice(start, start + self.settings.batch_size)
+            feed = {
+                "lq": lq_np[rows],
+                "w": np.ascontiguousarray(w_np[rows]),
+                "quality": np.ascontiguousarray(q_np[rows]),
+            }
+            images.append(torch.from_numpy(self._session.run(["image"], feed)[0]))
+        return RestoreOutput(image=torch.cat(images))
+
+
 def to_channels_last(model: nn.Module) -> nn.Module:
     """Store every 4-D parameter and buffer (conv weights) channels-last, in place.
 
@@ -225,16 +283,29 @@ def prepare_for_inference(
     compile: bool = False,
     cuda_graphs: bool = False,
     batch_size: int = 8,
-) -> InferenceRunner:
+    backend: str = "torch",
+) -> InferenceRunner | OnnxRuntimeRunner:
     """Put ``model`` in inference form (eval, no grad, on ``device``, chosen layout) and wrap it.
 
     The model is modified in place (like ``model.eval().to(device)``): keep a separate copy if the
     same instance must also train. ``channels_last=None`` means on (it pays on CPU and GPU).
-    ``cuda_graphs`` needs ``compile`` and CUDA. Returns an ``InferenceRunner``.
+    ``cuda_graphs`` needs ``compile`` and CUDA. ``backend="onnxruntime"`` exports the network to ONNX
+    and runs it in onnxruntime on the CPU (fp32; its convolution kernels beat PyTorch's on some CPUs,
+    see ``benchmarks/inference.py``); its outputs carry ``image`` only. Returns the runner, itself a
+    network: ``runner(lq, w=None, quality=None) -> RestoreOutput``.
     """
-    dev = resolve_device(device)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if backend == "onnxruntime":
+        if precision not in ("auto", "fp32") or compile or cuda_graphs:
+            raise ValueError("backend='onnxruntime' runs fp32 without compile/cuda_graphs")
+        if resolve_device(device).type != "cpu":
+            raise ValueError("backend='onnxruntime' runs on the CPU (device='cpu')")
+        settings = InferenceSettings("cpu", "fp32", False, False, False, int(batch_size), backend)
+        return OnnxRuntimeRunner(model.eval().requires_grad_(False).cpu(), settings)
+    if backend != "torch":
+        raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
+    dev = resolve_device(device)
     if cuda_graphs and (dev.type != "cuda" or not compile):
         raise ValueError("cuda_graphs needs device=cuda and compile=True")
     settings = InferenceSettings(

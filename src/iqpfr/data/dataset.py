@@ -134,6 +134,23 @@ class _PresetDegrader:
         return degrade(img, self.cfg, rng)[0]
 
 
+def rank_scores(values: np.ndarray) -> np.ndarray:
+    """Map scores to their mid-rank percentile in (0, 1): ties share a rank, order is kept.
+
+    Min-max normalisation over a small set leaves most faces in a few middle buckets, so the top
+    bucket that inference asks for (q = 0.9) would never be trained; ranks fill every bucket equally
+    and make the HQ+ threshold a fixed share of the set (0.7 -> the best 30%).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    # average the ranks of tied values so equal scores stay equal
+    uniq, inverse = np.unique(values, return_inverse=True)
+    mean_rank = np.bincount(inverse, weights=ranks) / np.bincount(inverse)
+    return (mean_rank[inverse] + 0.5) / max(len(values), 1)
+
+
 class FaceDataset(Dataset):
     """Aligned faces with scores; items are indexed by ``(epoch, index)`` (see ResumableSampler).
 
@@ -146,7 +163,7 @@ class FaceDataset(Dataset):
                  scores_csv: str | Path | None = None, score_column: str | None = None,
                  default_score: float | None = None, flip: bool = True,
                  degrader: Degrader | None = None, small_degrader: Degrader | None = None,
-                 limit: int = 0) -> None:
+                 limit: int = 0, score_transform: str = "none") -> None:
         self.paths = list_face_images(folders, limit)
         self.resolution = int(resolution)
         self.seed = int(seed)
@@ -164,8 +181,13 @@ class FaceDataset(Dataset):
         if missing:
             raise ValueError(f"{scores_csv}: no score for {len(missing)} of {len(self.paths)} faces "
                              f"(e.g. {missing[:3]}); run `iqpfr score` on the folder or set data.default_score")
+        values = np.asarray(scores, dtype=np.float64)
+        if score_transform == "rank":
+            values = rank_scores(values)
+        elif score_transform != "none":
+            raise ValueError(f"score_transform must be 'none' or 'rank', got {score_transform!r}")
         # 1.0 would index past the 10-class embedding (method.md §13): keep scores in [0, 1)
-        self.scores = np.clip(np.asarray(scores, dtype=np.float32), 0.0, np.nextafter(np.float32(1), 0))
+        self.scores = np.clip(values.astype(np.float32), 0.0, np.nextafter(np.float32(1), 0))
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -20,6 +20,9 @@ class DataConfig:
     scores_csv: str | None = None  # from `iqpfr score`; None: every face gets `default_score`
     score_column: str | None = None  # None: the CSV's `score` column (or its only numeric one)
     default_score: float | None = None  # used when scores_csv is None or a face is missing from it
+    # "rank": replace scores by their percentile rank, so a small set fills every quality bucket
+    # (min-max scores of 1k FFHQ faces fall in buckets 3-6 only); "none": use them as given (paper)
+    score_transform: Literal["none", "rank"] = "none"
     resolution: int = 512  # faces of any size are resized (area / bicubic) to this
     flip: bool = True
     degradation: str = "large"  # preset of iqpfr.data.degradations for the LQ input

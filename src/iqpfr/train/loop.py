@@ -107,6 +107,7 @@ def build_dataset(cfg: TrainConfig):
         d.folders, resolution=d.resolution, seed=cfg.seed, scores_csv=d.scores_csv,
         score_column=d.score_column, default_score=d.default_score, flip=d.flip,
         degrader=large if cfg.stage != 1 else None, small_degrader=small, limit=d.limit,
+        score_transform=d.score_transform,
     )
 
 

@@ -51,6 +51,7 @@ class FaceIQATrainConfig:
     presets: list[str] = field(default_factory=lambda: ["small", "large"])
     ladder_prob: float = 0.5  # probability that a face's degraded copies lie on one ladder
     single_op_prob: float = 0.3  # probability that a ladder keeps a single operation
+    gray_prob: float = 0.0  # probability that all copies of a face are turned gray (colour is not quality)
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     stem_width: int = 16
     head_width: int = 64
@@ -133,7 +134,10 @@ def make_batch(images: list[np.ndarray], cfg: FaceIQATrainConfig, rng: np.random
     for _ in range(cfg.faces_per_step - n_reuse):
         img = images[int(rng.integers(len(images)))]
         versions, strengths = face_versions(img, cfg, rng)
-        groups.append((resize_for_net(to_tensor(versions), cfg.input_size), torch.tensor(strengths)))
+        x = to_tensor(versions)
+        if rng.random() < cfg.gray_prob:
+            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(x)
+        groups.append((resize_for_net(x, cfg.input_size), torch.tensor(strengths)))
     if buffer is not None:
         reused = [buffer[int(i)] for i in rng.choice(len(buffer), n_reuse, replace=False)] if n_reuse else []
         buffer.extend(groups)

@@ -89,7 +89,7 @@ class Stage2Config:
     feat_weight: float = 1.0
     quality_weight: float = 0.0  # 0: off (shipped IQPIR YAMLs); method.md default form 0.1 * (1 - q)
     quality_start: int = 100_000
-    quality_scorer: str = "face"  # name for iqpfr.quality.create_scorer
+    quality_scorer: str = "face-iqa"  # name for iqpfr.quality.create_scorer
     quality_space: Literal["discrete", "continuous"] = "discrete"  # continuous: ablation, decoder fed lq_feat
 
 

@@ -135,8 +135,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_path(model, spec: PathSpec, device: str, lq, w, repeats: int):
-    """(runner output, per-repeat seconds for all faces, warm-up seconds)."""
+def make_path(model, spec: PathSpec, device: str, lq, w):
+    """(run, merge, warm-up seconds) for one path: ``merge(run())`` gives image and indices."""
     if spec == REFERENCE:
         model = model.to(device)
 
@@ -177,16 +177,16 @@ def time_path(model, spec: PathSpec, device: str, lq, w, repeats: int):
     else:  # warm up on a full batch (compilation happens here)
         runner(lq[: spec.batch], w=w[: spec.batch])
     sync(device)
-    warmup = time.perf_counter() - start
-    times, result = [], None
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        out = run()
-        sync(device)
-        times.append(time.perf_counter() - start)
-        result = merge(out)
-    return result, times, warmup
+    return run, merge, time.perf_counter() - start
+
+
+def time_once(run, merge, device: str):
+    """(merged result, seconds) of one timed call."""
+    sync(device)
+    start = time.perf_counter()
+    out = run()
+    sync(device)
+    return merge(out), time.perf_counter() - start
 
 
 def bench_model(name: str, device: str, args, paths: list[PathSpec]) -> list[dict]:
@@ -194,15 +194,24 @@ def bench_model(name: str, device: str, args, paths: list[PathSpec]) -> list[dic
     size = int(model.config.get("img_size") or model.config.get("out_size"))
     lq, source = load_faces(args.faces_dir, args.faces, size)
     w = torch.full((args.faces,), args.w)
-    rows, reference = [], None
-    for spec in paths:
-        if spec.precision.startswith("bf16") and device == "cuda" and not torch.cuda.is_bf16_supported():
-            continue
-        result, times, warmup = time_path(model, spec, device, lq, w, args.repeats)
-        seconds = statistics.median(times)
-        if reference is None:
-            reference = (result, seconds)
-        ref_result, ref_seconds = reference
+    paths = [
+        p
+        for p in paths
+        if not (p.precision.startswith("bf16") and device == "cuda" and not torch.cuda.is_bf16_supported())
+    ]
+    prepared = [make_path(model, spec, device, lq, w) for spec in paths]
+    # round-robin repeats: every path is timed in each round, so a change of machine load during the
+    # run affects all paths alike instead of favouring the ones that happen to run later
+    times: list[list[float]] = [[] for _ in paths]
+    results: list[dict] = [{} for _ in paths]
+    for _ in range(args.repeats):
+        for i, (run, merge, _) in enumerate(prepared):
+            results[i], seconds = time_once(run, merge, device)
+            times[i].append(seconds)
+    rows = []
+    ref_result, ref_seconds = results[0], statistics.median(times[0])
+    for spec, (_, _, warmup), result, spec_times in zip(paths, prepared, results, times):
+        seconds = statistics.median(spec_times)
         diff = (result["image"] - ref_result["image"]).abs()
         idx = None
         if result["indices"] is not None:
@@ -219,7 +228,7 @@ def bench_model(name: str, device: str, args, paths: list[PathSpec]) -> list[dic
             "backend": spec.backend,
             "faces": args.faces,
             "inputs": source,
-            "seconds_per_repeat": times,
+            "seconds_per_repeat": spec_times,
             "warmup_s": warmup,
             "faces_per_s": args.faces / seconds,
             "speedup": ref_seconds / seconds,
@@ -361,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="batch of the batched paths (default: --faces on CPU, 64 on CUDA)",
     )
-    parser.add_argument("--repeats", type=int, default=2, help="timed repeats per path (median)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed rounds over all paths (median)")
     parser.add_argument("--w", type=float, default=0.5, help="fidelity weight (default 0.5)")
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile paths (slow to compile)"

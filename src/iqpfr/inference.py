@@ -160,8 +160,10 @@ class InferenceRunner(nn.Module):
         if fixed and w is not None and not isinstance(w, torch.Tensor):
             # a Python float would be baked into the compiled graph (one recompilation per value)
             w = torch.full((n,), float(w), device=self.device)
+        # pad per-sample tensors only; a broadcast (1,) or () value stays as it is
         lq, w, quality = (
-            _pad_rows(t, pad) if isinstance(t, torch.Tensor) and t.dim() else t for t in (lq, w, quality)
+            _pad_rows(t, pad) if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == n else t
+            for t in (lq, w, quality)
         )
         if self.settings.channels_last:
             lq = lq.contiguous(memory_format=torch.channels_last)

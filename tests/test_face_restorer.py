@@ -207,3 +207,18 @@ def test_cuda_matches_cpu(detector):
     gpu = FaceRestorer(net, device="cuda", detector=detector).restore(ASTRONAUT)
     assert _psnr(cpu.faces[0].restored, gpu.faces[0].restored, 1.0) > 40
     assert _psnr(cpu.image, gpu.image, 255) > 40
+
+
+
+def test_fast_path_restorer_matches_the_reference_on_aligned_faces():
+    # --backend onnxruntime must compute the same function as the plain network (same seed, same weights)
+    torch.manual_seed(0)
+    ref = FaceRestorer.from_pretrained("iqpfr-tiny", random_init=True, device="cpu")
+    torch.manual_seed(0)
+    fast = FaceRestorer.from_pretrained("iqpfr-tiny", random_init=True, device="cpu", backend="onnxruntime")
+    assert "onnxruntime" in fast.description and fast.face_size == ref.face_size
+    faces = torch.rand(2, 3, ref.face_size, ref.face_size, generator=torch.Generator().manual_seed(1))
+    out_ref = ref.restore_aligned(faces, fidelity=0.5)
+    out_fast = fast.restore_aligned(faces, fidelity=0.5)
+    assert out_fast.shape == faces.shape
+    assert (out_fast - out_ref).abs().max().item() < 1e-3

@@ -243,17 +243,26 @@ class FaceRestorer:
         model: str | None = None,
         random_init: bool = False,
         offline: bool = False,
+        precision: str = "fp32",
+        backend: str = "torch",
     ) -> FaceRestorer:
         """Load a restorer from a zoo name, a weight file, or the embedded default (``None``).
 
         ``model`` names the architecture for a bare weight file, or (with ``random_init=True``) the
-        preset to build with random weights (tests and demos only).
+        preset to build with random weights (tests and demos only). ``precision`` (``fp32`` reference,
+        ``bf16``, ``auto``) and ``backend`` (``torch``, ``onnxruntime``) select a fast path of
+        ``iqpfr.inference.prepare_for_inference``; the defaults run the network unchanged.
         """
         if random_init:
             architecture = model or (None if name_or_path is None else os.fspath(name_or_path))
             net, description = load_restoration_model(architecture, None, random_init=True)
         else:
             net, description = load_restoration_model(model, name_or_path, offline=offline)
+        if precision != "fp32" or backend != "torch":
+            from iqpfr.inference import prepare_for_inference
+
+            net = prepare_for_inference(net, device=device, precision=precision, backend=backend)
+            description = f"{description} [{precision}, {backend}]"
         return cls(net, device=device, detector=detector, description=description, offline=offline)
 
     @property

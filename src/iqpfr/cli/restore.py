@@ -68,6 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--offline", action="store_true", help="never download weights")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] | mps (default auto)")
     g.add_argument("--batch-size", "--batch_size", type=int, default=8, help="faces per network call (default 8)")
+    g.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="fp32 (reference, default); bf16 autocast keeping code choice in fp32 (CUDA, or CPUs "
+                        "with native bf16); auto picks bf16 where it is native")
+    g.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="onnxruntime runs the network exported to ONNX on the CPU (faster on some CPUs)")
     g.add_argument("--workers", type=int, default=2, help="threads for reading, detection and writing (default 2)")
 
     g = p.add_argument_group("output")
@@ -241,6 +246,7 @@ class RestoreCommand:
             restorer = FaceRestorer.from_pretrained(
                 args.weights, model=args.model, device=args.device, detector=args.detector,
                 random_init=args.random_init, offline=args.offline,
+                precision=args.precision, backend=args.backend,
             )
         except (ModelUnavailableError, RuntimeError, ValueError) as exc:
             raise CLIError(str(exc)) from None

@@ -98,6 +98,21 @@ def set_requires_grad(module: nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
+def discriminator_backward(stage, gt: torch.Tensor, fake: torch.Tensor, n: int, sync: bool):
+    """One micro-batch of the hinge discriminator loss on (gt, fake.detach()), backpropagated / n.
+
+    ``stage`` has ``disc``, ``d_pair`` (the DDP-wrapped pair) and ``ctx``; gradients are synchronised
+    across processes only when ``sync`` (the last micro-batch). Returns (d_loss, real_logits, fake_logits).
+    """
+    set_requires_grad(stage.disc, True)
+    with stage.ctx.no_sync([stage.d_pair], sync):
+        with stage.ctx.autocast():
+            real_logits, fake_logits = stage.d_pair(gt, fake.detach())
+            d_loss = hinge_d_loss(real_logits, fake_logits)
+        (d_loss / n).backward()
+    return d_loss, real_logits, fake_logits
+
+
 class Stage1(Stage):
     name = "stage1"
 
@@ -242,12 +257,7 @@ class Stage1(Stage):
             self._count_codes(idx, hq_idx, hq_mask)
             last_z = z
             if use_gan:
-                set_requires_grad(self.disc, True)
-                with ctx.no_sync([self.d_pair], sync):
-                    with ctx.autocast():
-                        real_logits, fake_logits = self.d_pair(gt, rec.detach())
-                        d_loss = hinge_d_loss(real_logits, fake_logits)
-                    (d_loss / n).backward()
+                d_loss, real_logits, fake_logits = discriminator_backward(self, gt, rec, n, sync)
                 add("loss_d", d_loss)
                 add("d_real", real_logits.float().mean())
                 add("d_fake", fake_logits.float().mean())

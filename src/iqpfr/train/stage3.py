@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from iqpfr.train.discriminator import VQGANDiscriminator
-from iqpfr.train.losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss
+from iqpfr.train.losses import adaptive_gan_weight, hinge_g_loss
 from iqpfr.train.perceptual import build_perceptual
-from iqpfr.train.stage1 import DiscriminatorPair, set_requires_grad
+from iqpfr.train.stage1 import DiscriminatorPair, discriminator_backward, set_requires_grad
 from iqpfr.train.stage2 import (
     DECODE_DISCRETE,
     DECODE_NONE,
@@ -118,12 +118,7 @@ class Stage3(Stage):
             add("loss", total)
             add("image_step", torch.tensor(float(image_step)))
             if use_gan:
-                set_requires_grad(self.disc, True)
-                with ctx.no_sync([self.d_pair], sync):
-                    with ctx.autocast():
-                        real_logits, fake_logits = self.d_pair(gt, out.detach())
-                        d_loss = hinge_d_loss(real_logits, fake_logits)
-                    (d_loss / n).backward()
+                d_loss, _, _ = discriminator_backward(self, gt, out, n, sync)
                 add("loss_d", d_loss)
         self.clip_and_step("g")
         if use_gan:

@@ -13,13 +13,13 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from iqpfr.eval.testset import PROTOCOLS
-
     p = subparsers.add_parser("make-testset", help="synthesise a degraded test set (lq/ and gt/)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="HQ_DIR", help="folders or files of HQ aligned faces")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--protocol", default="celeba-test", choices=PROTOCOLS)
+    # checked in run(): importing the protocol table here would load numpy for every `iqpfr --help`
+    p.add_argument("--protocol", default="celeba-test",
+                   help="celeba-test (half x8, half x16), celeba-test-x8, celeba-test-x16, large, small")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=512, help="GT/LQ side length in pixels (default 512)")
     p.add_argument("--recursive", action="store_true")
@@ -31,8 +31,10 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from iqpfr.cli import CLIError
-    from iqpfr.eval.testset import make_testset
+    from iqpfr.eval.testset import PROTOCOLS, make_testset
 
+    if args.protocol not in PROTOCOLS:
+        raise CLIError(f"--protocol {args.protocol!r} is not one of {', '.join(PROTOCOLS)}")
     if args.size < 16:
         raise CLIError(f"--size {args.size} is too small")
     try:

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from iqpfr.cli import main
-from iqpfr.data.image_files import read_rgb, write_rgb
 from iqpfr.eval.metrics import psnr, ssim
+from iqpfr.io import read_rgb, write_rgb
 
 
 def _rows(path):

@@ -142,7 +142,7 @@ def test_lpips_network_and_weight_loading(tmp_path, one_thread):
 def test_eval_fid_and_kid_end_to_end_with_a_local_weight_file(tmp_path, one_thread):
     """The whole FID path of ``iqpfr eval`` with random Inception weights (the real ones cannot be fetched here)."""
     from iqpfr.cli import main
-    from iqpfr.data.image_files import write_rgb
+    from iqpfr.io import write_rgb
 
     torch.manual_seed(0)
     weights = tmp_path / "inception.pth"

@@ -13,10 +13,10 @@ from conftest import shared_path
 
 pytest.importorskip("dlib")
 
-from iqpfr.data.image_files import read_rgb  # noqa: E402
 from iqpfr.eval import dlib_models  # noqa: E402
 from iqpfr.eval.identity import angle_degrees, dlib_embedding, identity_distance  # noqa: E402
 from iqpfr.eval.landmarks import landmark_distance  # noqa: E402
+from iqpfr.io import read_rgb  # noqa: E402
 
 
 def test_ids_separates_same_and_different_people():
@@ -83,8 +83,8 @@ def one_thread():
 
 def test_arcface_ids_path_with_a_local_weight_file(tmp_path, one_thread):
     from iqpfr.cli import main
-    from iqpfr.data.image_files import write_rgb
     from iqpfr.eval.arcface import ArcFaceResNet18, arcface_distances, load_arcface
+    from iqpfr.io import write_rgb
 
     with pytest.raises(RuntimeError, match="ArcFace IDS needs"):
         load_arcface(offline=True)

@@ -9,8 +9,8 @@ import pytest
 from scipy.signal import correlate2d
 
 from conftest import shared_path
-from iqpfr.data.image_files import read_rgb
 from iqpfr.eval.metrics import convert_channels, gaussian_window_1d, psnr, ssim
+from iqpfr.io import read_rgb
 
 
 def _reference_values():

@@ -15,7 +15,7 @@ from iqpfr.quality.synth import degrade_face, draw_params, to_size
 @pytest.fixture(scope="module")
 def gpen_pairs():
     """The 10 FFHQ faces at 512 and their "large" blind degradations (seed 0), as tensors in [0, 1]."""
-    from iqpfr.data.image_files import list_images
+    from iqpfr.io import list_images
 
     files = [p for p, _ in list_images([shared_path("data", "gpen_ffhq10")])]
     assert len(files) == 10
@@ -51,7 +51,7 @@ def test_face_iqa_spearman_on_held_out_faces():
     A 16-face subset of the 90 held-out files (01074..01089) with 4 "small"/"large" copies each; the
     full measurement is `iqpfr iqa eval` (README).
     """
-    from iqpfr.data.image_files import list_images
+    from iqpfr.io import list_images
 
     files = [p for p, _ in list_images([shared_path("data", "ffhq_train256")])][-16:]
     faces = read_faces(files)

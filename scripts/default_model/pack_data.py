@@ -41,7 +41,7 @@ import dm_common as dm  # noqa: E402
 
 def copy_faces(src_files: list[Path], dst_dir: Path, prefix: str = "") -> tuple[list[Path], list[str]]:
     """Copy image files byte-for-byte after checking that each decodes; returns (written, errors)."""
-    from iqpfr.data.image_files import ImageReadError, read_rgb
+    from iqpfr.io import ImageReadError, read_rgb
 
     dst_dir.mkdir(parents=True, exist_ok=True)
     written, errors = [], []

@@ -3,7 +3,9 @@
 ``read_image`` returns a :class:`LoadedImage`: RGB pixels in their native depth (uint8 or uint16),
 the alpha channel separately, whether the file was single-channel, and the EXIF/ICC metadata, with
 the EXIF orientation already applied. ``write_image`` writes it back atomically in the same depth,
-with alpha and metadata where the target format can hold them. Every failure is an
+with alpha and metadata where the target format can hold them. The batch commands (degrade,
+make-testset, eval, score) use the plain-array helpers ``list_images`` / ``read_rgb`` /
+``write_rgb``. Every failure is an
 :class:`ImageReadError` / :class:`ImageWriteError` whose message is one line naming the file.
 """
 
@@ -13,6 +15,7 @@ import io
 import os
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,7 +38,7 @@ _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 _ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")  # PIL reads 32-bit BMP back without alpha
 
 
-class ImageReadError(Exception):
+class ImageReadError(ValueError):
     """A file that could not be read as an image; ``str(exc)`` is ``"<path>: <reason>"``."""
 
     def __init__(self, path: str | os.PathLike | None, reason: str):
@@ -108,6 +111,24 @@ def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     return sorted(found)
 
 
+def list_images(inputs: Iterable[str | os.PathLike], recursive: bool = False) -> list[tuple[Path, Path]]:
+    """Expand files and folders into sorted ``(path, relative_path)`` pairs of image files.
+
+    A file given directly keeps its bare name as relative path; files inside a folder keep their path
+    relative to that folder (sub-folders only with ``recursive``). Missing inputs raise FileNotFoundError.
+    """
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found.extend((child, child.relative_to(path)) for child in image_files(path, recursive=recursive))
+        elif path.is_file():
+            found.append((path, Path(path.name)))
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return found
+
+
 # ----------------------------------------------------------------------------------------- reading
 
 
@@ -122,6 +143,16 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     image = decode_image(data, max_pixels=max_pixels, source=path)
     image.path = path
     return image
+
+
+
+def read_rgb(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as uint8 RGB (H, W, 3) for metrics, degradations and datasets.
+
+    Gray inputs are replicated, 16-bit ones scaled to 8 bits, alpha is dropped (these consumers work
+    on colour only), EXIF orientation is applied. Raises ImageReadError naming the file.
+    """
+    return np.ascontiguousarray(read_image(path, max_pixels=max_pixels).rgb8())
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -464,3 +495,19 @@ def write_image(
         raise ImageWriteError(path, str(exc)) from None
     return notes
 
+
+def write_rgb(path: str | os.PathLike, img: np.ndarray, *, overwrite: bool = False, jpeg_quality: int = 95) -> Path:
+    """Atomically write a uint8 RGB (H, W, 3) array, format from the suffix (PNG is lossless).
+
+    Without ``overwrite`` an existing file is kept and FileExistsError raised.
+    """
+    from PIL import Image
+
+    from iqpfr.utils.fs import atomic_write_bytes
+
+    path = Path(path)
+    fmt = format_for_suffix(path)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img)).save(buffer, format=fmt, **({"quality": jpeg_quality} if fmt == "JPEG" else {}))
+    atomic_write_bytes(path, buffer.getvalue(), overwrite=overwrite)
+    return path

@@ -1,6 +1,6 @@
 """``FaceRestorer``: whole-photo face restoration (detect, align, restore in batches, paste back).
 
-    restorer = iqpfr.FaceRestorer.from_pretrained("iqpfr-256", device="auto")
+    restorer = iqpfr.FaceRestorer.from_pretrained(device="auto")   # the embedded default model
     out = restorer.restore("photo.jpg", fidelity=0.5)
     out.image            # np.ndarray (H, W, 3|4) RGB(A), the input's dtype; or the input's type
     out.faces[0].box     # per-face records: box, landmarks, affine, crop, restored, score, timings
@@ -35,7 +35,9 @@ from iqpfr.face.pipeline import (
 )
 from iqpfr.io import LoadedImage, from_array, from_pil, read_image, to_array, to_pil
 
-DEFAULT_MODEL = "iqpfr-256"
+# Restoration models that can ship inside the package, in order of preference: the default is the
+# first one present in this build (a GPU-trained iqpfr-256 supersedes the CPU-trained iqpfr-128).
+EMBEDDED_MODELS = ("iqpfr-256", "iqpfr-128")
 
 
 class ModelUnavailableError(RuntimeError):
@@ -45,9 +47,16 @@ class ModelUnavailableError(RuntimeError):
 # ------------------------------------------------------------------------------------ model loading
 
 
-def embedded_weights_path(name: str = DEFAULT_MODEL) -> Path:
-    """Where the package ships the weights of ``name`` (may not exist in this build)."""
-    return Path(__file__).resolve().parent / "weights" / f"{name}.safetensors"
+def embedded_weights_path(name: str | None = None) -> Path:
+    """Where the package ships the weights of ``name`` (default: the default model; may not exist)."""
+    return Path(__file__).resolve().parent / "weights" / f"{name or default_model_name()}.safetensors"
+
+
+def default_model_name() -> str:
+    """The embedded model ``iqpfr restore`` uses without ``--model``/``--weights``: the first of
+    ``EMBEDDED_MODELS`` shipped in this build (``EMBEDDED_MODELS[0]`` when none is)."""
+    weights_dir = Path(__file__).resolve().parent / "weights"
+    return next((n for n in EMBEDDED_MODELS if (weights_dir / f"{n}.safetensors").is_file()), EMBEDDED_MODELS[0])
 
 
 def load_restoration_model(
@@ -61,7 +70,7 @@ def load_restoration_model(
 
     Resolution order: ``weights`` as a .safetensors/.pth path or a zoo name (``iqpfr.weights``);
     ``model`` as a path or zoo name; ``model`` as an architecture with ``random_init``; the
-    embedded default ``iqpfr-256``. ``model`` also names the architecture of a bare weight file.
+    embedded default (``default_model_name()``). ``model`` also names the architecture of a bare weight file.
     Raises ModelUnavailableError with a one-line message.
     """
     from iqpfr.models.factory import create_model, list_models
@@ -69,7 +78,7 @@ def load_restoration_model(
     if random_init:
         if weights is not None:
             raise ModelUnavailableError("--random-init and --weights exclude each other")
-        name = model or DEFAULT_MODEL
+        name = model or default_model_name()
         if name not in list_models():
             raise ModelUnavailableError(f"unknown architecture {name!r}; known: {', '.join(list_models())}")
         net = create_model(name)
@@ -77,14 +86,15 @@ def load_restoration_model(
 
     source = weights if weights is not None else model
     if source is None:
-        path = embedded_weights_path()
+        name = default_model_name()
+        path = embedded_weights_path(name)
         if not path.is_file():
             raise ModelUnavailableError(
-                f"the default model {DEFAULT_MODEL} is not shipped in this build ({path} is missing); "
+                f"no default model is shipped in this build ({path} is missing); "
                 "pass --weights PATH.safetensors (or a zoo name such as 'codeformer'), or "
                 "--model iqpfr-tiny --random-init for a demo with a random network"
             )
-        return _load_file(path, DEFAULT_MODEL), f"{DEFAULT_MODEL} ({path})"
+        return _load_file(path, name), f"{name} ({path})"
 
     path, architecture = _resolve_source(source, offline)
     if weights is not None and model is not None:

@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     from iqpfr.cli import CLIError
     from iqpfr.data.degradations import PRESETS, DegradationConfig, degrade, sample_rng
-    from iqpfr.data.image_files import ImageReadError, list_images, read_rgb, write_rgb
     from iqpfr.data.params_table import merge_params_tables
+    from iqpfr.io import ImageReadError, list_images, read_rgb, write_rgb
 
     if args.preset not in PRESETS:
         raise CLIError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")

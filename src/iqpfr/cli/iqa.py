@@ -74,7 +74,7 @@ def run_fit_niqe(args: argparse.Namespace) -> int:
 
     from iqpfr.cli import CLIError
     from iqpfr.cli.score import expand_inputs
-    from iqpfr.data.image_files import ImageReadError, read_rgb
+    from iqpfr.io import ImageReadError, read_rgb
     from iqpfr.quality.niqe import fit_pristine_model, save_pristine_model
     from iqpfr.quality.synth import to_size
 
@@ -133,7 +133,7 @@ def run_eval(args: argparse.Namespace) -> int:
     import json
 
     from iqpfr.cli import CLIError
-    from iqpfr.data.image_files import list_images
+    from iqpfr.io import list_images
     from iqpfr.quality import evaluate as ev
     from iqpfr.quality.base import create_scorer
     from iqpfr.utils.device import resolve_device

@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
-                   help="architecture or zoo name (default: the embedded iqpfr-256); see `iqpfr weights list`")
+                   help="architecture or zoo name (default: the embedded model, iqpfr-128 or iqpfr-256); see `iqpfr weights list`")
     g.add_argument("--weights", default=None, help="weight file (.safetensors/.pth) or zoo name")
     g.add_argument("--random-init", action="store_true",
                    help="use a RANDOMLY INITIALISED --model (tests and demos only: the output is noise)")

@@ -54,7 +54,7 @@ def expand_inputs(inputs: list[str], recursive: bool) -> list[Path]:
     import glob
 
     from iqpfr.cli import CLIError
-    from iqpfr.data.image_files import IMAGE_EXTENSIONS, list_images
+    from iqpfr.io import IMAGE_EXTENSIONS, list_images
 
     found: list[Path] = []
     for item in inputs:
@@ -179,7 +179,7 @@ def score_batch(batch: list[Path], scorers, table, device) -> int:
     import numpy as np
     import torch
 
-    from iqpfr.data.image_files import ImageReadError, read_rgb
+    from iqpfr.io import ImageReadError, read_rgb
 
     failed = 0
     by_shape: dict[tuple[int, ...], list[tuple[Path, np.ndarray]]] = {}

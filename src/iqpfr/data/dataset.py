@@ -81,7 +81,7 @@ def load_rgb(path: Path, resolution: int) -> np.ndarray:
 
     Raises ``ImageReadError`` naming the file when it cannot be read.
     """
-    from iqpfr.data.image_files import read_rgb
+    from iqpfr.io import read_rgb
 
     img = read_rgb(path)
     if img.shape[0] != resolution or img.shape[1] != resolution:
@@ -203,7 +203,7 @@ class FaceDataset(Dataset):
             i = (index + offset) % len(self.paths)
             try:
                 return load_rgb(self.paths[i], self.resolution), i
-            except ValueError as exc:  # ImageReadError is a ValueError
+            except ValueError as exc:  # ImageReadError (a ValueError) and bad sizes
                 warnings.warn(f"{exc}; using the next face instead", stacklevel=2)
         raise RuntimeError("no readable image in the dataset")
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from iqpfr.data.image_files import ImageReadError, list_images, read_rgb
 from iqpfr.eval.protocol import FULL_REFERENCE, SET_LEVEL, metric_spec, record_direction
+from iqpfr.io import ImageReadError, list_images, read_rgb
 from iqpfr.utils.fs import atomic_write_text
 
 

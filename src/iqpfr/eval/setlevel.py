@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from iqpfr.data.image_files import ImageReadError, list_images, read_rgb
+from iqpfr.io import ImageReadError, list_images, read_rgb
 
 
 def folder_features(model, paths: list[Path], batch_size: int, log: Callable[[str], None],

@@ -41,7 +41,7 @@ def restore_folder(model, lq_dir: Path, out_dir: Path, *, w: float, quality: flo
     import torch
     from tqdm import tqdm
 
-    from iqpfr.data.image_files import ImageReadError, list_images, read_rgb, write_rgb
+    from iqpfr.io import ImageReadError, list_images, read_rgb, write_rgb
     from iqpfr.restorer import model_input_size
 
     side = model_input_size(model)
@@ -81,10 +81,10 @@ def restore_folder(model, lq_dir: Path, out_dir: Path, *, w: float, quality: flo
 def run_sweep(model, lq_dir: Path, out_dir: Path, eval_cfg: EvalConfig, settings: SweepSettings,
               log: Callable[[str], None] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Restore + evaluate every (w, quality); writes sweep.csv/.md and plots; returns (table, failures)."""
-    from iqpfr.data.image_files import read_rgb
     from iqpfr.eval import report
     from iqpfr.eval.protocol import metric_spec
     from iqpfr.eval.runner import gt_index, write_results_csv
+    from iqpfr.io import read_rgb
     from iqpfr.utils.device import resolve_device
 
     log = log or (lambda msg: print(msg, file=sys.stderr))

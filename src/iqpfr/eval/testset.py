@@ -65,8 +65,8 @@ def make_testset(hq_inputs: list[str | Path], out_dir: str | Path, *, protocol: 
 
     from iqpfr.cli.degrade import file_seed_index
     from iqpfr.data.degradations import DegradationConfig, degrade, sample_rng
-    from iqpfr.data.image_files import ImageReadError, list_images, read_rgb, write_rgb
     from iqpfr.data.params_table import merge_params_tables
+    from iqpfr.io import ImageReadError, list_images, read_rgb, write_rgb
     from iqpfr.utils.fs import atomic_write_text
 
     log = log or (lambda msg: print(msg, file=sys.stderr))

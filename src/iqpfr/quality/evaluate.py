@@ -95,6 +95,6 @@ def auc(positive: Sequence[float], negative: Sequence[float]) -> float:
 
 def read_faces(paths: Sequence[Path]) -> list[np.ndarray]:
     """Read image files as uint8 RGB (errors propagate: evaluation sets must be complete)."""
-    from iqpfr.data.image_files import read_rgb
+    from iqpfr.io import read_rgb
 
     return [read_rgb(p) for p in paths]

@@ -71,7 +71,7 @@ class FaceIQATrainConfig:
 
 def list_train_files(cfg: FaceIQATrainConfig) -> tuple[list[Path], list[Path]]:
     """(train files, held-out files): the held-out split is the last ``holdout`` of the first dir."""
-    from iqpfr.data.image_files import list_images
+    from iqpfr.io import list_images
 
     train: list[Path] = []
     holdout: list[Path] = []
@@ -155,7 +155,7 @@ def make_batch(images: list[np.ndarray], cfg: FaceIQATrainConfig, rng: np.random
 def train(cfg: FaceIQATrainConfig, log=print) -> Path:
     """Run the training described by ``cfg``; returns the path of the written safetensors weights."""
     from iqpfr.config import config_to_dict
-    from iqpfr.data.image_files import read_rgb
+    from iqpfr.io import read_rgb
 
     torch.set_num_threads(max(1, cfg.threads))
     torch.manual_seed(cfg.seed)

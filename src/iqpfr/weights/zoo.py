@@ -103,6 +103,17 @@ _ENTRIES = (
         notes="the package's default model, shipped inside the wheel (no download)",
     ),
     ZooEntry(
+        name="iqpfr-128",
+        filename="iqpfr-128.safetensors",
+        kind="restoration",
+        architecture="iqpfr-128",
+        embedded=True,
+        licence="Apache-2.0 (iqpfr code); weights trained by the iqpfr project on FFHQ "
+        "(CC BY-NC-SA 4.0 data): non-commercial, see MODEL_CARD.md",
+        homepage="https://arxiv.org/abs/2503.09294",
+        notes="CPU-trained 128-px fallback default model, shipped inside the wheel (no download)",
+    ),
+    ZooEntry(
         name="iqpfr-face-quality",
         filename="iqpfr-face-quality.safetensors",
         kind="quality",

@@ -6,10 +6,10 @@
 
 1. Rebuilds the configured preset (alpha and HQ+ threshold from the config), loads the weights
    strictly, casts to fp16 and writes a self-describing file with ``iqpfr.save_model`` (default
-   ``src/iqpfr/weights/iqpfr-256.safetensors``); refuses to replace an existing file unless
+   ``src/iqpfr/weights/<preset>.safetensors``); refuses to replace an existing file unless
    ``--overwrite``. Reports its size against the 40 MB limit of issue 8 and the largest output
    difference fp16 vs fp32 on a validation face.
-2. Prints the sha256 and size for the ``iqpfr-256`` zoo entry (``--patch-zoo`` writes them into
+2. Prints the sha256 and size for the preset's zoo entry (``--patch-zoo`` writes them into
    ``src/iqpfr/weights/zoo.py``).
 3. Writes the contact sheet PNG: LQ | restored | GT for ``gpen_ffhq10`` degraded with the "large"
    preset (seed 0) and the four ``gpen_ffhq_val_pairs``, then before | after for the real faces of
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dm_common as dm  # noqa: E402
 
-DEFAULT_OUT = dm.REPO / "src" / "iqpfr" / "weights" / "iqpfr-256.safetensors"
+WEIGHTS_DIR = dm.REPO / "src" / "iqpfr" / "weights"  # default output: WEIGHTS_DIR/<preset>.safetensors
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "stage3.yaml"
 SIZE_LIMIT = 40_000_000  # issue 8: "at most 40 MB"
 
@@ -46,11 +46,12 @@ def load_final_state(weights: Path | None, shards: Path | None):
 
 
 def build_model(config: Path, overrides: list[str]):
+    """(network of the config's preset with random weights, preset name)."""
     from iqpfr.train.config import load_train_config
     from iqpfr.train.stage1 import build_model_preset
 
     cfg = load_train_config(str(config), overrides)
-    return build_model_preset(cfg)
+    return build_model_preset(cfg), cfg.model.name
 
 
 def export_fp16(model, out: Path, overwrite: bool) -> Path:
@@ -130,7 +131,7 @@ def header(text: str, width: int):
 
 
 def restore_aligned_files(restorer, paths: list[Path], fidelity: float, quality: float):
-    from iqpfr.data.image_files import read_rgb
+    from iqpfr.io import read_rgb
 
     out = []
     for p in paths:
@@ -161,8 +162,8 @@ def contact_sheet(model, out_png: Path, shared_data: Path, *, tile_size: int = 1
     import numpy as np
     from PIL import Image
 
-    from iqpfr.data.image_files import list_images, read_rgb
     from iqpfr.eval.testset import make_testset
+    from iqpfr.io import list_images, read_rgb
     from iqpfr.restorer import FaceRestorer
     from iqpfr.utils.fs import atomic_write_with
 
@@ -223,15 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--weights", type=Path, help="a .safetensors / checkpoint of the final stage instead")
     ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the final stage's training config")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("-o", "--out", type=Path, default=None, help="default: src/iqpfr/weights/<preset>.safetensors")
     ap.add_argument("--overwrite", action="store_true")
-    ap.add_argument("--sheet", type=Path, default=dm.REPO / "docs" / "iqpfr-256_contact_sheet.png")
+    ap.add_argument("--sheet", type=Path, default=None, help="default: docs/<preset>_contact_sheet.png")
     ap.add_argument("--no-sheet", action="store_true")
     ap.add_argument("--tile", type=int, default=160)
     ap.add_argument("--limit", type=int, default=0, help="faces per sheet section (0: all; tests)")
     ap.add_argument("--shared-data", type=Path, default=dm.SHARED_DATA)
     ap.add_argument("--patch-zoo", action="store_true", help="write sha256/size into the zoo entry")
-    ap.add_argument("--zoo-name", default="iqpfr-256")
+    ap.add_argument("--zoo-name", default=None, help="default: the preset name")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
 
@@ -241,10 +242,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     state = load_final_state(args.weights, None if args.weights else args.shards)
-    model = build_model(args.config, args.overrides)
+    model, preset = build_model(args.config, args.overrides)
     model.load_state_dict(state, strict=True)
     model.eval()
-    path = export_fp16(model, args.out, args.overwrite)
+    out = args.out or WEIGHTS_DIR / f"{preset}.safetensors"
+    zoo_name = args.zoo_name or preset
+    path = export_fp16(model, out, args.overwrite)
     size = path.stat().st_size
     sha = dm.sha256_file(path)
     reloaded = load_model(path)
@@ -252,17 +255,19 @@ def main(argv: list[str] | None = None) -> int:
     diff = fp16_difference(model, reloaded, side)
     verdict = "OK" if size <= SIZE_LIMIT else f"OVER the 40 MB limit of issue 8 by {(size - SIZE_LIMIT) / 1e6:.2f} MB"
     print(f"wrote {path}: {size:,} bytes ({size / 1e6:.2f} MB, {verdict}); fp16 vs fp32 max |diff| {diff:.4f}")
-    print(f"zoo entry {args.zoo_name!r}:  sha256=\"{sha}\",  size={size:_},")
+    print(f"zoo entry {zoo_name!r}:  sha256=\"{sha}\",  size={size:_},")
     if args.patch_zoo:
         zoo = dm.REPO / "src" / "iqpfr" / "weights" / "zoo.py"
-        print(f"patched {zoo}" if patch_zoo(zoo, args.zoo_name, sha, size) else
-              f"could not find an embedded entry {args.zoo_name!r} in {zoo}; paste the line above")
-    dm.write_json(path.with_name(path.stem + ".finalize.json") if args.out != DEFAULT_OUT else
-                  dm.REPO / "runs" / "dm256_final.json",
+        print(f"patched {zoo}" if patch_zoo(zoo, zoo_name, sha, size) else
+              f"could not find an embedded entry {zoo_name!r} in {zoo}; paste the line above")
+    # next to the weights unless they go into the package (the record stays out of the wheel)
+    dm.write_json(dm.REPO / "runs" / f"{preset}_final.json" if out.parent == WEIGHTS_DIR else
+                  path.with_name(path.stem + ".finalize.json"),
                   {"file": str(path), "bytes": size, "sha256": sha, "fp16_max_abs_diff": diff,
                    "config": str(args.config), "source": str(args.weights or args.shards)})
     if not args.no_sheet:
-        sheet = contact_sheet(reloaded, args.sheet, args.shared_data, tile_size=args.tile, limit=args.limit)
+        sheet_path = args.sheet or dm.REPO / "docs" / f"{preset}_contact_sheet.png"
+        sheet = contact_sheet(reloaded, sheet_path, args.shared_data, tile_size=args.tile, limit=args.limit)
         print(f"contact sheet: {sheet} ({sheet.stat().st_size / 1e6:.1f} MB)")
     return 0
 

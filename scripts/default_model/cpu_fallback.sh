@@ -39,7 +39,9 @@ sys.exit(0 if p.is_file() and json.loads(p.read_text()).get('complete') else 1)"
 COMMON=(--config-dir configs/cpu128 --root runs/cpu128 --out runs/cpu128/out
         --set "data.scores_csv=$SCORES" --set data.num_workers=1)
 for s in 1 2 3; do
-  if done_stage $s; then echo "cpu_fallback.sh: stage $s complete"; continue; fi
+  if done_stage $s || { [ -n "${MINUTES+x}" ] && [ -f "runs/cpu128/stage$((s + 1))/DONE.json" ]; }; then
+    echo "cpu_fallback.sh: stage $s done"; continue
+  fi
   if [ -n "${MINUTES+x}" ]; then
     echo "cpu_fallback.sh: $(date -u +%H:%M) stage $s for ${MINUTES[$((s - 1))]} minutes (schedule fitted to the speed)"
     python3 scripts/default_model/device_train.py "$s" --minutes "${MINUTES[$((s - 1))]}" "${COMMON[@]}" || exit $?
@@ -47,6 +49,10 @@ for s in 1 2 3; do
     echo "cpu_fallback.sh: $(date -u +%H:%M) stage $s until $(date -u -d @"$STOP" +%H:%M) UTC"
     python3 scripts/default_model/device_train.py "$s" --fixed --deadline "$STOP" "${COMMON[@]}" || exit $?
   fi
-  done_stage $s || { echo "cpu_fallback.sh: stage $s stopped at the deadline; run again to resume it"; exit 0; }
+  if ! done_stage $s; then
+    # a time-boxed stage cut a few steps early has annealed anyway: the next stage starts from its EMA
+    [ -n "${MINUTES+x}" ] && { echo "cpu_fallback.sh: stage $s cut at its time limit; going on"; continue; }
+    echo "cpu_fallback.sh: stage $s stopped at the deadline; run again to resume it"; exit 0
+  fi
 done
 echo "cpu_fallback.sh: all three stages complete: runs/cpu128/stage3/model_ema.safetensors"

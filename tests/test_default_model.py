@@ -64,6 +64,14 @@ def test_shipped_file_matches_its_zoo_entry_and_budget(shipped):
     assert read_model_config(shipped)["architecture"] == default_model_name()
 
 
+def test_checking_the_shipped_file_writes_nothing_into_the_package(shipped):
+    from iqpfr.weights import file_status, get_entry
+
+    before = sorted(p.name for p in shipped.parent.iterdir())
+    assert file_status(get_entry(default_model_name()), shipped) == "ok"
+    assert sorted(p.name for p in shipped.parent.iterdir()) == before
+
+
 def test_default_restorer_restores_the_sample_photo(restorer, face_iqa):
     original = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
     result = restorer.restore(ASTRONAUT)

@@ -94,10 +94,14 @@ def file_status(entry: ZooEntry, path: Path, *, rehash: bool = False) -> str:
         return "missing"
     if entry.sha256 is None:
         return "unverified"
-    if not rehash and _stamp_matches(path, entry.sha256):
+    # embedded files are small and live inside the (possibly read-only) package: hash them every
+    # time rather than write a stamp file next to them
+    stamped = not entry.embedded
+    if stamped and not rehash and _stamp_matches(path, entry.sha256):
         return "ok"
     if verify(path, entry.sha256):
-        _write_stamp(path, entry.sha256)
+        if stamped:
+            _write_stamp(path, entry.sha256)
         return "ok"
     return "mismatch"
 

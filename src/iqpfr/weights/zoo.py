@@ -117,12 +117,14 @@ _ENTRIES = (
     ),
     ZooEntry(
         name="iqpfr-face-quality",
-        filename="iqpfr-face-quality.safetensors",
+        filename="face_quality.safetensors",
         kind="quality",
         embedded=True,
-        licence="Apache-2.0 (iqpfr code); weights trained by the iqpfr project "
-        "(non-commercial training data, see MODEL_CARD.md)",
-        notes="placeholder: the project's learned face-quality scorer, shipped inside the package",
+        sha256="5c9cb65728a8feb70be9f6d856526c570ec784de9c3aed09bd003303489170b7",
+        size=1_242_748,
+        licence="Apache-2.0 (iqpfr code); weights trained by the iqpfr project on FFHQ faces "
+        "(CC BY-NC-SA 4.0 data): non-commercial, see README 'The learned face-quality scorer'",
+        notes="the learned face-quality scorer `face-iqa` (iqpfr.quality.FaceIQA), shipped inside the package",
     ),
     ZooEntry(
         name="vgg16-imagenet",

@@ -19,7 +19,8 @@ def normalize(channels: int) -> nn.GroupNorm:
 
 
 def swish(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(x)
+    # the fused kernel: same function as x * sigmoid(x) (within 5e-7), one pass over memory instead of three
+    return F.silu(x)
 
 
 class ResBlock(nn.Module):

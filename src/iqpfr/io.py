@@ -145,7 +145,6 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     return image
 
 
-
 def read_rgb(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as uint8 RGB (H, W, 3) for metrics, degradations and datasets.
 
@@ -507,7 +506,8 @@ def write_rgb(path: str | os.PathLike, img: np.ndarray, *, overwrite: bool = Fal
 
     path = Path(path)
     fmt = format_for_suffix(path)
+    options = {"quality": jpeg_quality} if fmt == "JPEG" else {}
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(img)).save(buffer, format=fmt, **({"quality": jpeg_quality} if fmt == "JPEG" else {}))
+    Image.fromarray(np.ascontiguousarray(img)).save(buffer, format=fmt, **options)
     atomic_write_bytes(path, buffer.getvalue(), overwrite=overwrite)
     return path

@@ -384,8 +384,6 @@ def main(argv: list[str] | None = None) -> int:
             codes.unlink()  # stage I changed since the codes were computed
         precompute_codes(cfg_path, overrides, codes)
     cfg = load_train_config(str(cfg_path), overrides)
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True  # fixed 256-px batches: pick the fastest conv kernels once
     print(f"[device_train] stage {args.stage}: {info}; {deadline - time.time():.0f} s to the deadline; "
           f"{'resuming plan ' + str(plan_path) if planned else 'planning after the probe'}", flush=True)
     clock = Clock(args.stage, deadline, plan_path, planned, warm=args.warm, probe=args.probe, finish_s=args.finish_s,

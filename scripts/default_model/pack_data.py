@@ -96,26 +96,24 @@ def summarise_scores(csv_path: Path, threshold: float) -> dict:
 
 
 def write_rank_scores(scores_csv: Path, out_csv: Path) -> dict[str, float]:
-    """``imagename, ensemble_S, score`` with score = (rank - 0.5) / N of S (ties averaged), in (0, 1)."""
+    """``imagename, ensemble_S, score`` with score = the percentile rank of S in (0, 1) (ties averaged),
+    the training loader's ``rank_scores``."""
     import csv
     import io
 
-    from scipy.stats import rankdata
-
+    from iqpfr.data.dataset import rank_scores
     from iqpfr.utils.fs import atomic_write_text
 
     with open(scores_csv, newline="") as fh:
         rows = [(r["imagename"], float(r["score"])) for r in csv.DictReader(fh)]
-    ranks = rankdata([s for _, s in rows]) if rows else []
-    n = len(rows)
+    ranks = rank_scores([s for _, s in rows]) if rows else []
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["imagename", "ensemble_S", "score"])
     table = {}
-    for (name, s), r in zip(rows, ranks):
-        q = (float(r) - 0.5) / n
+    for (name, s), q in zip(rows, ranks):
         writer.writerow([name, f"{s:.6f}", f"{q:.6f}"])
-        table[name] = q
+        table[name] = float(q)
     atomic_write_text(out_csv, buf.getvalue())
     return table
 

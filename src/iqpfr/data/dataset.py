@@ -146,7 +146,7 @@ def rank_scores(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(values), dtype=np.float64)
     ranks[order] = np.arange(len(values), dtype=np.float64)
     # average the ranks of tied values so equal scores stay equal
-    uniq, inverse = np.unique(values, return_inverse=True)
+    _, inverse = np.unique(values, return_inverse=True)
     mean_rank = np.bincount(inverse, weights=ranks) / np.bincount(inverse)
     return (mean_rank[inverse] + 0.5) / max(len(values), 1)
 

@@ -76,6 +76,36 @@ def read_scores_csv(path: str | Path, column: str | None = None) -> dict[str, fl
     return scores
 
 
+def read_target_variants(path: str | Path) -> dict[str, list[tuple[float, float]]]:
+    """Map face file name (and stem) -> [(level, score), ...] from a CSV ``imagename, level, score``.
+
+    Written by ``scripts/default_model/score_variants.py``: ``level`` is the sharpness change of a
+    copy of the face (:func:`iqpfr.data.degradations.sharpness_variant` at the training resolution:
+    < 0 blurred, > 0 sharpened) and ``score`` its quality on the training condition's scale. Rows
+    with level 0 (the face itself) are ignored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: target variants CSV not found")
+    table: dict[str, list[tuple[float, float]]] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if not {"imagename", "level", "score"} <= set(reader.fieldnames or []):
+            raise ValueError(f"{path}: needs columns imagename, level, score; found {reader.fieldnames}")
+        for row in reader:
+            try:
+                level, score = float(row["level"]), float(row["score"])
+            except ValueError:
+                continue
+            if level != 0 and math.isfinite(level) and math.isfinite(score):
+                table.setdefault(row["imagename"], []).append((level, score))
+    for name in list(table):
+        table.setdefault(Path(name).stem, table[name])
+    if not table:
+        raise ValueError(f"{path}: no usable rows")
+    return table
+
+
 def load_rgb(path: Path, resolution: int) -> np.ndarray:
     """uint8 RGB (R, R, 3): the file resized to ``resolution`` (area when shrinking, cubic when growing).
 
@@ -156,15 +186,29 @@ class FaceDataset(Dataset):
 
     Each item is a dict: ``gt`` (3xRxR in [-1, 1]), ``lq`` (degraded with ``degrader``),
     ``lq_small`` (only with ``small_degrader``), ``score`` (float32), ``index`` (int),
-    ``flipped`` (bool) and ``name`` (file name).
+    ``flipped`` (bool), ``name`` (file name) and ``target_level`` (float32, 0 for the face itself).
+
+    Quality-augmented targets (``target_variants`` from :func:`read_target_variants`, our addition
+    for small training sets): with probability ``target_variant_prob`` the target ``gt`` is a blurred
+    or sharpened copy of the face and ``score`` that copy's score, while ``lq`` and ``lq_small`` are
+    still degraded from the face itself. The condition then decides how crisp the prediction is,
+    which a thousand faces alone do not teach.
     """
 
     def __init__(self, folders: Sequence[str | Path], *, resolution: int, seed: int,
                  scores_csv: str | Path | None = None, score_column: str | None = None,
                  default_score: float | None = None, flip: bool = True,
                  degrader: Degrader | None = None, small_degrader: Degrader | None = None,
-                 limit: int = 0, score_transform: str = "none") -> None:
+                 limit: int = 0, score_transform: str = "none",
+                 target_variants: dict[str, list[tuple[float, float]]] | None = None,
+                 target_variant_prob: float = 0.0) -> None:
+        if not 0.0 <= target_variant_prob <= 1.0:
+            raise ValueError(f"target_variant_prob must be in [0, 1], got {target_variant_prob}")
+        if target_variant_prob > 0 and not target_variants:
+            raise ValueError("target_variant_prob > 0 needs target_variants")
         self.paths = list_face_images(folders, limit)
+        self.target_variants = target_variants or {}
+        self.target_variant_prob = float(target_variant_prob)
         self.resolution = int(resolution)
         self.seed = int(seed)
         self.flip = flip
@@ -215,12 +259,23 @@ class FaceDataset(Dataset):
         if flipped:
             img = np.ascontiguousarray(img[:, ::-1])
         item = {"gt": to_tensor(img), "score": torch.tensor(self.scores[index]),
-                "index": index, "flipped": flipped, "name": self.paths[index].name}
-        # independent streams so adding the small path does not change the large one
-        lq_rng, small_rng = rng.spawn(2)
+                "index": index, "flipped": flipped, "name": self.paths[index].name,
+                "target_level": torch.tensor(0.0)}
+        # independent streams so adding the small path or the variants does not change the large one
+        lq_rng, small_rng, variant_rng = rng.spawn(3)
         item["lq"] = to_tensor(self.degrader(img, lq_rng)) if self.degrader else item["gt"].clone()
         if self.small_degrader is not None:
             item["lq_small"] = to_tensor(self.small_degrader(img, small_rng))
+        if self.target_variant_prob > 0 and variant_rng.random() < self.target_variant_prob:
+            name = self.paths[index]
+            choices = self.target_variants.get(name.name, self.target_variants.get(name.stem))
+            if choices:
+                from iqpfr.data.degradations import sharpness_variant
+
+                level, score = choices[int(variant_rng.integers(len(choices)))]
+                item["gt"] = to_tensor(sharpness_variant(img, level))
+                item["score"] = torch.tensor(np.clip(np.float32(score), 0.0, np.nextafter(np.float32(1), 0)))
+                item["target_level"] = torch.tensor(float(level))
         return item
 
 

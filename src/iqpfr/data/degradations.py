@@ -258,6 +258,25 @@ def degrade(img: np.ndarray, cfg: DegradationConfig, rng: np.random.Generator) -
     return apply_degradation(img, params, cfg.kernel_size, rng), params
 
 
+def sharpness_variant(img: np.ndarray, level: float, scale: float = 1.0) -> np.ndarray:
+    """A copy of a GT face with changed sharpness, for quality-augmented targets.
+
+    ``img`` uint8 RGB (H, W, 3). ``level < 0``: isotropic Gaussian blur of std ``-level * scale`` px
+    (a lower-quality copy); ``level > 0``: unsharp mask of amount ``level`` and radius (std)
+    ``scale`` px (a crisper copy); 0: an unchanged copy. ``scale`` is the image size over the
+    training resolution, so one level means the same change at any size. Deterministic, so the score
+    measured once for (face, level) by ``scripts/default_model/score_variants.py`` holds every epoch.
+    """
+    _check_image(img)
+    if level < 0:
+        return cv2.GaussianBlur(img, (0, 0), sigmaX=-level * scale, borderType=cv2.BORDER_REFLECT_101)
+    if level > 0:
+        f = img.astype(np.float32)
+        soft = cv2.GaussianBlur(f, (0, 0), sigmaX=scale, borderType=cv2.BORDER_REFLECT_101)
+        return np.clip(f + level * (f - soft), 0, 255).round().astype(np.uint8)
+    return img.copy()
+
+
 def _check_image(img: np.ndarray) -> None:
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         shape = getattr(img, "shape", None)

@@ -32,6 +32,11 @@ class DataConfig:
     gray: bool = False
     num_workers: int = 2
     limit: int = 0  # use only the first N faces (0: all); for smoke runs
+    # quality-augmented targets (stages II/III, our addition): CSV `imagename, level, score` of blurred
+    # or sharpened copies (scripts/default_model/score_variants.py); with probability
+    # target_variant_prob the target is such a copy and the condition its score, the LQ input the face's
+    target_variants: str | None = None
+    target_variant_prob: float = 0.0
 
 
 @dataclass
@@ -91,6 +96,9 @@ class Stage2Config:
     quality_start: int = 100_000
     quality_scorer: str = "face-iqa"  # name for iqpfr.quality.create_scorer
     quality_space: Literal["discrete", "continuous"] = "discrete"  # continuous: ablation, decoder fed lq_feat
+    # the quality loss only on samples whose condition is at least this (0: every sample, the paper);
+    # with quality-augmented targets, low conditions must be free to ask for a softer face
+    quality_min_condition: float = 0.0
 
 
 @dataclass
@@ -101,6 +109,9 @@ class Stage3Config:
     w_first: float = 1.0  # w up to phase_ends[0]
     w_later: float = 1.3  # w afterwards
     small_every: int = 15  # after phase_ends[2]: image-loss step every N-th step, otherwise code-only
+    # share of image-loss steps fed the large-degradation input instead of the small one (0: CodeFormer);
+    # the fusion then also learns to keep identity from the inputs it meets at test time
+    image_large_share: float = 0.0
     ce_weight: float = 0.5
     feat_weight: float = 1.0
     l1_weight: float = 1.0
@@ -156,6 +167,10 @@ class TrainConfig:
         ends = self.stage3.phase_ends
         if not ends[0] <= ends[1] <= ends[2]:
             raise ConfigError("stage3.phase_ends must be non-decreasing")
+        if not 0.0 <= self.data.target_variant_prob <= 1.0 or not 0.0 <= self.stage3.image_large_share <= 1.0:
+            raise ConfigError("data.target_variant_prob and stage3.image_large_share must be in [0, 1]")
+        if self.data.target_variant_prob > 0 and not self.data.target_variants:
+            raise ConfigError("data.target_variant_prob > 0 needs data.target_variants (scripts/default_model/score_variants.py)")
 
 
 def load_train_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:

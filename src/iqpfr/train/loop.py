@@ -95,9 +95,10 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 
 def build_dataset(cfg: TrainConfig):
     """The stage's FaceDataset (stage III also synthesises the small-degradation input)."""
-    from iqpfr.data.dataset import FaceDataset, preset_degrader
+    from iqpfr.data.dataset import FaceDataset, preset_degrader, read_target_variants
 
     d = cfg.data
+    variants = read_target_variants(d.target_variants) if d.target_variants and cfg.stage != 1 else None
     res = d.resolution if d.scale_degradation else None
     large = preset_degrader(d.degradation, resolution=res, color_jitter=d.color_jitter, gray=d.gray)
     small = None
@@ -107,7 +108,8 @@ def build_dataset(cfg: TrainConfig):
         d.folders, resolution=d.resolution, seed=cfg.seed, scores_csv=d.scores_csv,
         score_column=d.score_column, default_score=d.default_score, flip=d.flip,
         degrader=large if cfg.stage != 1 else None, small_degrader=small, limit=d.limit,
-        score_transform=d.score_transform,
+        score_transform=d.score_transform, target_variants=variants,
+        target_variant_prob=d.target_variant_prob if variants else 0.0,
     )
 
 

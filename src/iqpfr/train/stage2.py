@@ -80,13 +80,19 @@ class CodePredictionForward(nn.Module):
         return lq_feat, logits, hq_logits, image
 
 
-def quality_loss(scorer: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quality_loss(scorer: nn.Module, image: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(relu(1 - mean normalised score), mean normalised score) of images in [-1, 1].
 
     Scores are mapped to [0, 1] with the scorer's ``range`` and flipped for lower-is-better
     metrics; the hinge (IQPIR's 0.2 * ReLU(1 - q) form) stops pushing once the batch reaches the
-    scorer's "clean" level, which leaves less room to over-optimise the metric.
+    scorer's "clean" level, which leaves less room to over-optimise the metric. ``mask`` (B, bool)
+    restricts the loss to some samples; with none selected the loss is 0.
     """
+    if mask is not None:
+        if not bool(mask.any()):
+            return image.sum() * 0.0, image.new_tensor(float("nan"))
+        image = image[mask]
     x = ((image.float() + 1) / 2).clamp(0, 1)
     raw = scorer.score(x) if hasattr(scorer, "score") else scorer(x).reshape(-1)
     lo, hi = getattr(scorer, "range", (0.0, 1.0))
@@ -164,9 +170,11 @@ class Stage2(Stage):
                     total = code_losses(lq_feat, logits, hq_logits, idx, hq_idx, target,
                                         feat_w=s2.feat_weight, ce_w=s2.ce_weight, add=add)
                     if use_quality:
-                        q_loss, q_mean = quality_loss(self.scorer, image)
+                        mask = batch["score"] >= s2.quality_min_condition if s2.quality_min_condition > 0 else None
+                        q_loss, q_mean = quality_loss(self.scorer, image, mask)
                         total = total + s2.quality_weight * q_loss
-                        add("quality", q_mean)
+                        if not torch.isnan(q_mean):
+                            add("quality", q_mean)
                 (total / n).backward()
             add("loss", total)
         self.clip_and_step("g")

@@ -7,6 +7,7 @@ Schedule (steps; defaults are CodeFormer's 40k / 80k / 120k and 15):
     step <= e2       : large degradation, code-only (CE + feat)
     step >  e2       : every `small_every`-th step as in the second phase, otherwise code-only
 
+``image_large_share`` of the image steps take the large-degradation input instead (our option).
 Image steps decode the predicted codes (detached from lq_feat, CodeFormer's ``detach_16``) through
 the frozen generator and the trained fusion blocks: L1 + perceptual + adaptive GAN (scale 0.1,
 gradient norm taken at the last conv of the highest-resolution fusion block's ``shift`` branch)
@@ -45,6 +46,11 @@ def phase(step: int, s3) -> tuple[bool, float]:
     if step <= e2:
         return False, 0.0
     return step % s3.small_every == 0, s3.w_later
+
+
+def large_input(step: int, share: float) -> bool:
+    """Whether image step ``step`` takes the large-degradation input: ``share`` of the steps, evenly spread."""
+    return int((step + 1) * share) > int(step * share)
 
 
 class Stage3(Stage):
@@ -89,7 +95,7 @@ class Stage3(Stage):
         for i, batch in enumerate(micro_batches):
             sync = i == n - 1
             idx, hq_idx, target = self.targets(batch)
-            lq = batch["lq_small"] if image_step else batch["lq"]
+            lq = batch["lq_small"] if image_step and not large_input(step, s3.image_large_share) else batch["lq"]
             gt = batch["gt"]
             with ctx.no_sync([self.forward_net], sync):
                 with ctx.autocast():

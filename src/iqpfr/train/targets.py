@@ -23,7 +23,7 @@ class CodeTargets(nn.Module):
     ``vq`` is a frozen ``iqpfr.models.autoencoder.VQAutoEncoder`` (its quantiser supplies the
     codebooks). With ``table``
     (from :func:`precompute_codes`) codes are read by the batch's ``name`` and ``flipped`` entries
-    instead of being computed from ``gt``.
+    instead of being computed from ``gt``, except for changed-sharpness targets (``target_level != 0``).
     """
 
     def __init__(self, vq: nn.Module, table: dict | None = None) -> None:
@@ -56,6 +56,14 @@ class CodeTargets(nn.Module):
             hq = self.table.get("hq")
             hq_idx = hq[rows, side].long().to(device) if hq is not None else None
             hw = tuple(self.table["latent_hw"])
+            # re-sharpened targets (quality-augmented data) are not in the table: encode those faces
+            level = batch.get("target_level")
+            if level is not None and bool((level != 0).any()):
+                changed = (torch.as_tensor(level) != 0).to(device)
+                new_idx, new_hq, _ = self.codes_from_images(batch["gt"][changed])
+                idx[changed] = new_idx
+                if hq_idx is not None:
+                    hq_idx[changed] = new_hq
         quant = self.vq.quantize
         if hq_idx is not None:
             feat = quant.lookup_dual(idx, hq_idx, hw)

@@ -1,7 +1,7 @@
 """Score blurred and sharpened copies of the training faces for quality-augmented targets.
 
     python3 scripts/default_model/score_variants.py        # .device_data -> .device_data/target_variants.csv
-    python3 scripts/default_model/score_variants.py --resolution 256 --levels -0.5 0.6
+    python3 scripts/default_model/score_variants.py --resolution 256 --levels -1.2 0.8
 
 With 1,090 faces the quality condition is nearly ignored (session 2: face-iqa of the outputs moved by
 0.007 between targets 0.1 and 0.9): the degraded input already says most of what the target looks
@@ -11,12 +11,14 @@ of the same person with another, measurable quality. Training with such copies a
 input of the face itself, makes the condition decide how crisp the prediction is.
 
 For each face of ``.device_data/ffhq`` and each level (``iqpfr.data.degradations.sharpness_variant``
-at the training resolution: -0.5 = Gaussian blur of std 0.5 px, 0.6 = unsharp mask of amount 0.6 and
-radius 1 px) the copy is made at the face's stored size (256 px, the level's pixel sizes scaled by
-256 / resolution) and scored like ``.device_data/scores.csv``: the learned face scorer and NIQE,
-min-max normalised with that CSV's ranges and averaged (S). ``score`` is S's mid-rank percentile among
-the unchanged faces' S (level 0, scored here with the same scorers), i.e. the scale of the training
-condition (``score_transform: rank``). Writes ``imagename, level, S, score`` atomically; faces already
+at the training resolution: -0.8 = Gaussian blur of std 0.8 px, 0.8 = unsharp mask of amount 0.8 and
+radius 1 px) the copy is made exactly as the training loader makes it (the face resized to the
+training resolution, then changed), up-sampled bicubically to the stored size (256 px) and scored
+like ``.device_data/scores.csv``: the learned face scorer and NIQE, min-max normalised with that CSV's
+ranges and averaged (S). ``score`` is S's mid-rank percentile among the unchanged faces' S (level 0,
+through the same resize and up-sampling), i.e. the scale of the training condition
+(``score_transform: rank``). Scoring copies made at the stored size instead would be wrong: a blur
+of 0.6 px at 256 px changes the score a lot, its 0.3-px counterpart at 128 px changes no pixel. Writes ``imagename, level, S, score`` atomically; faces already
 in the output are kept (resumable); a face that cannot be read is named and skipped.
 """
 
@@ -52,14 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scores", type=Path, default=DATA / "scores.csv", help="`iqpfr score` CSV (its .json: ranges)")
     ap.add_argument("-o", "--out", type=Path, default=DATA / "target_variants.csv")
     ap.add_argument("--resolution", type=int, default=128, help="training resolution the levels refer to")
-    ap.add_argument("--levels", type=float, nargs="+", default=[-0.5, -0.4, -0.3, 0.2, 0.4, 0.7],
+    ap.add_argument("--levels", type=float, nargs="+", default=[-1.2, -0.8, -0.5, 0.4, 0.8, 1.5],
                     help="< 0: blur std in px; > 0: unsharp-mask amount (radius 1 px); 0 is always scored")
     ap.add_argument("--limit", type=int, default=0)
     args = ap.parse_args(argv)
 
+    import cv2
     import numpy as np
     import torch
 
+    from iqpfr.data.dataset import load_rgb
     from iqpfr.data.degradations import sharpness_variant
     from iqpfr.io import ImageReadError, list_images, read_rgb
     from iqpfr.quality.base import create_scorer
@@ -87,13 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         if not todo:
             continue
         try:
-            img = read_rgb(path)
-        except ImageReadError as exc:
+            side = read_rgb(path).shape[:2]
+            img = load_rgb(path, args.resolution)  # what the training loader sees
+        except (ImageReadError, ValueError) as exc:
             print(f"score_variants: {exc}", file=sys.stderr)
             failed += 1
             continue
-        scale = img.shape[0] / args.resolution
-        batch = np.stack([sharpness_variant(img, v, scale) for v in todo])
+        batch = np.stack([cv2.resize(sharpness_variant(img, v), (side[1], side[0]), interpolation=cv2.INTER_CUBIC)
+                          for v in todo])
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
         with torch.no_grad():
             values = scorer(x).double().tolist()

@@ -108,7 +108,7 @@ _ENTRIES = (
         kind="restoration",
         architecture="iqpfr-128",
         embedded=True,
-        sha256="4520bafbd58696a64d29b73f05524f2ef139c3b7c6ff6a0a1d7e32a0b15a4ca9",
+        sha256="444413f201be3154eb8b744cfc2e4d7905f0b85a7e4f8c9aa21106c720242ae1",
         size=12_117_038,
         licence="Apache-2.0 (iqpfr code); weights trained by the iqpfr project on FFHQ "
         "(CC BY-NC-SA 4.0 data): non-commercial, see MODEL_CARD.md",

@@ -152,11 +152,20 @@ def _chain(tmp_path: Path, ffhq: Path) -> None:
     assert _load("pack_data").main(["--out", str(data), "--ffhq", str(ffhq), "--limit", "8", "--utk", "0"]) == 0
     rows = list(csv.DictReader(open(data / "train_scores.csv")))
     assert len(rows) == 8 and json.loads((data / "MANIFEST.json").read_text())["ffhq_faces"] == 8
+    # quality-augmented targets: blurred copies score below the faces, sharpened ones above
+    variants = data / "target_variants.csv"
+    assert _load("score_variants").main(["--faces", str(data / "ffhq"), "--scores", str(data / "scores.csv"),
+                                         "-o", str(variants), "--resolution", "32", "--levels", "-1", "1"]) == 0
+    rows = list(csv.DictReader(open(variants)))
+    assert len(rows) == 24 and {r["level"] for r in rows} == {"-1", "0", "1"}
+    mean = {lv: sum(float(r["score"]) for r in rows if r["level"] == lv) / 8 for lv in ("-1", "0", "1")}
+    assert mean["-1"] < mean["0"] < mean["1"] and mean["0"] == pytest.approx(0.5), mean
     configs = _tiny_configs(tmp_path / "configs", data)
     common = ["--config-dir", str(configs), "--carried", str(tmp_path / "carry"), "--warm", "1", "--probe", "3",
               "--finish-s", "1", "--minutes", "0.2"]
     for stage, root in ((1, "warm"), (2, "warm")):
-        extra = ["--set", "stage2.quality_weight=0.1"] if stage == 2 else []
+        extra = ["--set", "stage2.quality_weight=0.1", "--set", f"data.target_variants={variants}",
+                 "--set", "data.target_variant_prob=0.5", "--set", "stage2.quality_min_condition=0.7"] if stage == 2 else []
         assert device_train.main([str(stage), "--root", str(tmp_path / root), "--out", str(tmp_path / f"out{stage}"),
                                   *common, *extra]) == 0
         report = json.loads((tmp_path / f"out{stage}" / f"stage{stage}_report.json").read_text())

@@ -56,7 +56,7 @@ class CodeTargets(nn.Module):
             hq = self.table.get("hq")
             hq_idx = hq[rows, side].long().to(device) if hq is not None else None
             hw = tuple(self.table["latent_hw"])
-            # re-sharpened targets (quality-augmented data) are not in the table: encode those faces
+            # blurred or sharpened targets (quality-augmented data) are not in the table: encode those faces
             level = batch.get("target_level")
             if level is not None and bool((level != 0).any()):
                 changed = (torch.as_tensor(level) != 0).to(device)

@@ -108,7 +108,7 @@ _ENTRIES = (
         kind="restoration",
         architecture="iqpfr-128",
         embedded=True,
-        sha256="444413f201be3154eb8b744cfc2e4d7905f0b85a7e4f8c9aa21106c720242ae1",
+        sha256="ef3b148ec50d231ad1a463a903cfe2ca112e6f914b7708f40cba06f318d5b01d",
         size=12_117_038,
         licence="Apache-2.0 (iqpfr code); weights trained by the iqpfr project on FFHQ "
         "(CC BY-NC-SA 4.0 data): non-commercial, see MODEL_CARD.md",

@@ -18,8 +18,9 @@ like ``.device_data/scores.csv``: the learned face scorer and NIQE, min-max norm
 ranges and averaged (S). ``score`` is S's mid-rank percentile among the unchanged faces' S (level 0,
 through the same resize and up-sampling), i.e. the scale of the training condition
 (``score_transform: rank``). Scoring copies made at the stored size instead would be wrong: a blur
-of 0.6 px at 256 px changes the score a lot, its 0.3-px counterpart at 128 px changes no pixel. Writes ``imagename, level, S, score`` atomically; faces already
-in the output are kept (resumable); a face that cannot be read is named and skipped.
+of 0.6 px at 256 px changes the score a lot, its 0.3-px counterpart at 128 px hardly changes a pixel.
+Writes ``imagename, level, S, score`` atomically, never over an existing file unless ``--overwrite``;
+a face that cannot be read is named and skipped.
 """
 
 from __future__ import annotations
@@ -57,13 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", type=float, nargs="+", default=[-1.2, -0.8, -0.5, 0.4, 0.8, 1.5],
                     help="< 0: blur std in px; > 0: unsharp-mask amount (radius 1 px); 0 is always scored")
     ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = ap.parse_args(argv)
 
     import cv2
     import numpy as np
     import torch
 
-    from iqpfr.data.dataset import load_rgb
+    from iqpfr.data.dataset import resize_square
     from iqpfr.data.degradations import sharpness_variant
     from iqpfr.io import ImageReadError, list_images, read_rgb
     from iqpfr.quality.base import create_scorer
@@ -75,34 +77,31 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             print(f"score_variants: {path}: not found (run pack_data.py first)", file=sys.stderr)
             return 2
+    if args.out.exists() and not args.overwrite:
+        print(f"score_variants: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 2
     ranges = load_ranges(str(args.scores) + ".json")
     scorer = QualityEnsemble([create_scorer("face-iqa"), create_scorer("niqe")], ranges).eval()
 
-    done: dict[tuple[str, float], float] = {}
-    if args.out.is_file():
-        with open(args.out, newline="") as fh:
-            done = {(r["imagename"], float(r["level"])): float(r["S"]) for r in csv.DictReader(fh)}
+    done: dict[tuple[str, float], float] = {}  # (name, level) -> S
     faces = list_images([args.faces])
     if args.limit:
         faces = faces[: args.limit]
     failed = 0
     for k, (path, rel) in enumerate(faces):
-        todo = [v for v in levels if (rel.name, v) not in done]
-        if not todo:
-            continue
         try:
-            side = read_rgb(path).shape[:2]
-            img = load_rgb(path, args.resolution)  # what the training loader sees
-        except (ImageReadError, ValueError) as exc:
+            stored = read_rgb(path)
+        except ImageReadError as exc:
             print(f"score_variants: {exc}", file=sys.stderr)
             failed += 1
             continue
-        batch = np.stack([cv2.resize(sharpness_variant(img, v), (side[1], side[0]), interpolation=cv2.INTER_CUBIC)
-                          for v in todo])
+        img = resize_square(stored, args.resolution)  # what the training loader sees
+        size = (stored.shape[1], stored.shape[0])
+        batch = np.stack([cv2.resize(sharpness_variant(img, v), size, interpolation=cv2.INTER_CUBIC) for v in levels])
         x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
         with torch.no_grad():
             values = scorer(x).double().tolist()
-        done.update({(rel.name, v): value for v, value in zip(todo, values)})
+        done.update({(rel.name, v): value for v, value in zip(levels, values)})
         if (k + 1) % 100 == 0:
             print(f"score_variants: {k + 1}/{len(faces)} faces", flush=True)
     keys = sorted(done)

@@ -113,7 +113,11 @@ def load_rgb(path: Path, resolution: int) -> np.ndarray:
     """
     from iqpfr.io import read_rgb
 
-    img = read_rgb(path)
+    return resize_square(read_rgb(path), resolution)
+
+
+def resize_square(img: np.ndarray, resolution: int) -> np.ndarray:
+    """An (H, W, 3) image resized to (R, R, 3) as the training loader does (area when shrinking, cubic when growing)."""
     if img.shape[0] != resolution or img.shape[1] != resolution:
         shrink = img.shape[0] > resolution or img.shape[1] > resolution
         img = cv2.resize(img, (resolution, resolution),

@@ -130,7 +130,7 @@ def test_quality_loss_mask_and_large_input_share():
     mask = torch.tensor([True, False, False, True])
     part, mean = quality_loss(scorer, images, mask)
     ref, _ = quality_loss(scorer, images[mask])
-    assert torch.allclose(part, ref) and float(full) > 0.4 and float(part) < 0.1 and float(mean) > 0.9
+    assert torch.allclose(part, ref) and full.item() > 0.4 and part.item() < 0.1 and mean.item() > 0.9
     none, nan = quality_loss(scorer, images, torch.zeros(4, dtype=torch.bool))
     assert float(none.detach()) == 0 and torch.isnan(nan)
     none.backward()  # a zero loss that still backpropagates

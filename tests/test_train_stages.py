@@ -179,3 +179,45 @@ def test_cli_train_resume_and_refusal(tmp_path, capsys):
     assert "finished step 3" in capsys.readouterr().out
     assert main(["train", *base, "--set", "optim.lr=fast"]) == 2  # typed config: one-line error
     assert "optim.lr" in capsys.readouterr().err
+
+
+def test_stage1_refits_only_the_encoder(stage1_run, tmp_path):
+    """stage1.frozen=[quantize, generator]: codebooks and decoder stay bit-identical, the encoder moves."""
+    from iqpfr.config import ConfigError
+    from iqpfr.train.stages import read_weights
+
+    init = f"{stage1_run[0].run_dir}/model_ema.safetensors"
+    frozen = ("stage1.frozen=[quantize, generator]", "stage1.dead_code_every=0", "stage1.disc_start=1000")
+    cfg = tiny_config(1, tmp_path / "refit", f"model.init={init}", "total_steps=6", "ema_decay=0", *frozen)
+    cfg.data.default_score = None
+    cfg.data.scores_csv = stage1_run[0].data.scores_csv
+    out = train(cfg, progress=False)
+    assert len(out["history"]) == 6 and "d_weight" not in out["history"][-1]
+    before, after = read_weights(init), read_weights(f"{cfg.run_dir}/model_ema.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in after if not k.startswith("encoder.")), "a frozen part moved"
+    assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith("encoder."))
+    with pytest.raises(ConfigError, match="disc_start"):
+        tiny_config(1, tmp_path / "x", f"model.init={init}", "stage1.frozen=[generator]", "stage1.disc_start=1")
+    with pytest.raises(ConfigError, match="dead_code_every"):
+        tiny_config(1, tmp_path / "x", f"model.init={init}", "stage1.frozen=[quantize]", "stage1.dead_code_every=5",
+                    "stage1.disc_start=1000")
+    with pytest.raises(ConfigError, match="not all"):
+        tiny_config(1, tmp_path / "x", "stage1.frozen=[encoder, quantize, generator]")
+
+
+def test_quality_rows_reset_keeps_the_default_output():
+    """reset_quality_rows: every row becomes the default quality's row, so q no longer matters at the
+    start and the output at the default quality is unchanged."""
+    from iqpfr.models.factory import create_model
+    from iqpfr.train.stage2 import reset_quality_rows
+
+    torch.manual_seed(0)
+    model = create_model("iqpfr-tiny").eval()
+    lq = torch.rand(2, 3, model.config["img_size"], model.config["img_size"]) * 2 - 1
+    with torch.no_grad():
+        ref = model(lq, w=0.0, quality=0.9).image
+        assert not torch.equal(model(lq, w=0.0, quality=0.2).image, ref)
+        assert reset_quality_rows(model) == 9
+        assert torch.equal(model.quality_embed.weight[0], model.quality_embed.weight[9])
+        torch.testing.assert_close(model(lq, w=0.0, quality=0.9).image, ref, rtol=0, atol=0)
+        torch.testing.assert_close(model(lq, w=0.0, quality=0.2).image, ref, rtol=0, atol=0)

@@ -11,11 +11,13 @@
 # FROM's stage-I VQGAN is kept (linked as ROOT/stage1: same codebooks, same discriminator); stage II
 # starts from FROM's stage-II EMA. M2, M3: minutes for stages II and III (the planner of
 # device_train.py fits steps and phases to the measured speed). Keep the machine idle meanwhile.
+# Arguments after M3 go to both stages' device_train.py (e.g. --set stage2.quality_rows_reset=true).
 # Finish with finalize.py --weights ROOT/stage3/model_ema.safetensors (see README.md).
 set -u
 cd "$(dirname "$0")/../.." || exit 2
-[ $# -eq 4 ] || { echo "usage: cpu_refine.sh FROM ROOT M2 M3" >&2; exit 2; }
+[ $# -ge 4 ] || { echo "usage: cpu_refine.sh FROM ROOT M2 M3 [device_train.py options]" >&2; exit 2; }
 FROM=$1 ROOT=$2 M2=$3 M3=$4
+shift 4
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export OMP_NUM_THREADS=${THREADS:-2} MKL_NUM_THREADS=${THREADS:-2}
 SCORES=${SCORES:-.device_data/train_scores.csv}
@@ -27,7 +29,7 @@ mkdir -p "$ROOT"
 [ -e "$ROOT/stage1" ] || ln -s "$(realpath "$FROM/stage1")" "$ROOT/stage1"
 COMMON=(--config-dir configs/cpu128 --root "$ROOT" --out "$ROOT/out"
         --set "data.scores_csv=$SCORES" --set data.num_workers=1
-        --set "data.target_variants=$VARIANTS" --set data.target_variant_prob=${VARIANT_PROB:-0.5})
+        --set "data.target_variants=$VARIANTS" --set data.target_variant_prob=${VARIANT_PROB:-0.5} "$@")
 if [ ! -f "$ROOT/stage2/DONE.json" ]; then
   echo "cpu_refine.sh: $(date -u +%H:%M) stage 2 for $M2 minutes from $FROM/stage2"
   python3 scripts/default_model/device_train.py 2 --minutes "$M2" "${COMMON[@]}" \

@@ -84,6 +84,9 @@ class Stage1Config:
     kmeans_iters: int = 10
     dead_code_every: int = 0  # re-initialise unused codes every N steps (0: off)
     dead_code_min_usage: float = 1.0  # a code used fewer times than this in the window is dead
+    # parts of the autoencoder kept fixed ("quantize", "generator"): with both, stage I re-fits only the
+    # encoder to an existing codebook and decoder (e.g. to recover code targets for a trained model)
+    frozen: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -99,6 +102,11 @@ class Stage2Config:
     # the quality loss only on samples whose condition is at least this (0: every sample, the paper);
     # with quality-augmented targets, low conditions must be free to ask for a softer face
     quality_min_condition: float = 0.0
+    # before step 1, copy the quality-embedding row of the model's default quality (0.9) into every
+    # row. Rows start as N(0, 1) noise as large as lq_feat; after a short schedule they are still that
+    # noise, which the Transformer learns to ignore. From equal rows, only what the targets tell
+    # apart (e.g. quality-augmented copies) makes them differ. No effect on a resumed run.
+    quality_rows_reset: bool = False
 
 
 @dataclass
@@ -169,6 +177,16 @@ class TrainConfig:
             raise ConfigError("stage3.phase_ends must be non-decreasing")
         if not 0.0 <= self.data.target_variant_prob <= 1.0 or not 0.0 <= self.stage3.image_large_share <= 1.0:
             raise ConfigError("data.target_variant_prob and stage3.image_large_share must be in [0, 1]")
+        frozen = set(self.stage1.frozen)
+        if not frozen <= {"encoder", "quantize", "generator"} or len(frozen) == 3:
+            raise ConfigError(f"stage1.frozen takes some of encoder, quantize, generator (not all), got {sorted(frozen)}")
+        if "quantize" in frozen and (self.stage1.kmeans_init or self.stage1.dead_code_every):
+            raise ConfigError("stage1.frozen includes quantize: turn off stage1.kmeans_init and stage1.dead_code_every")
+        if "generator" in frozen and self.stage1.disc_start <= self.total_steps:
+            raise ConfigError("stage1.frozen includes generator: the adaptive GAN weight needs its last layer; "
+                              "set stage1.disc_start above total_steps")
+        if self.stage == 1 and frozen and self.model.init is None:
+            raise ConfigError("stage1.frozen needs model.init (the weights of the parts kept fixed)")
         if self.data.target_variant_prob > 0 and not self.data.target_variants:
             raise ConfigError("data.target_variant_prob > 0 needs data.target_variants (scripts/default_model/score_variants.py)")
 

@@ -9,7 +9,8 @@ Per optimiser step, for HQ faces x with scores S:
 
 Options: k-means codebook initialisation before step 1, dead-code re-initialisation every N steps
 (codes unused over the window are reset to encoder outputs of the current batch). Both run on
-rank 0 and are broadcast so all processes keep identical codebooks.
+rank 0 and are broadcast so all processes keep identical codebooks. ``stage1.frozen`` keeps parts
+fixed: with the codebooks and the generator frozen, stage I re-fits only the encoder to them.
 """
 
 from __future__ import annotations
@@ -136,7 +137,9 @@ class Stage1(Stage):
             raise ValueError(f"stage1.disc_layers={s1.disc_layers} needs images of at least "
                              f"{self.disc.min_size} px, got {cfg.data.resolution}")
         self.networks = {"net_g": self.ae, "net_d": self.disc}
-        self.make_optimizer("g", self.ae.parameters(), cfg.optim.lr)
+        for part in s1.frozen:
+            set_requires_grad(getattr(self.ae, part), False)
+        self.make_optimizer("g", [p for p in self.ae.parameters() if p.requires_grad], cfg.optim.lr)
         self.make_optimizer("d", self.disc.parameters(), cfg.optim.d_lr or cfg.optim.lr)
         self.g_forward = ctx.wrap(_Stage1Forward(self.ae))
         self.d_pair = ctx.wrap(DiscriminatorPair(self.disc))

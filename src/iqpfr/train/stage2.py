@@ -119,6 +119,18 @@ def code_losses(lq_feat, logits, hq_logits, idx, hq_idx, target, *, feat_w: floa
     return total
 
 
+@torch.no_grad()
+def reset_quality_rows(model: nn.Module) -> int:
+    """Copy the quality-embedding row of ``model.default_quality`` into every row; returns that row's
+    index. The output at the default quality is unchanged; every other target then gives the same."""
+    embed = getattr(model, "quality_embed", None)
+    if embed is None:
+        raise ValueError("stage2.quality_rows_reset: the model has no quality embedding")
+    row = int(embed.bucket(torch.tensor([model.default_quality]))[0])
+    embed.weight.copy_(embed.weight[row].expand_as(embed.weight).clone())
+    return row
+
+
 class Stage2(Stage):
     name = "stage2"
 
@@ -137,6 +149,11 @@ class Stage2(Stage):
             self.scorer.to(self.device).eval()
             for p in self.scorer.parameters():
                 p.requires_grad_(False)
+
+    def on_fresh_start(self) -> None:
+        if self.cfg.stage2.quality_rows_reset:
+            reset_quality_rows(self.model)
+            self.ema = self.make_ema(self.model)
 
     @staticmethod
     def _build_scorer(name: str) -> nn.Module:

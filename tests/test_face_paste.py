@@ -145,3 +145,44 @@ def test_wavelet_keeps_detail_and_takes_colour():
     fixed = wavelet_color_fix(restored, reference)
     np.testing.assert_allclose(fixed.mean((0, 1)), (0.8, 0.5, 0.2), atol=0.02)
     assert np.corrcoef(fixed[:, :, 0].ravel(), restored[:, :, 0].ravel())[0, 1] > 0.5
+
+
+def _sepia(gray01: np.ndarray) -> np.ndarray:
+    """A sepia print of a [0, 1] luma image (a warm tint that fades to white), as uint8 RGB."""
+    tint = np.array([1.07, 0.98, 0.82], np.float32)
+    rgb = gray01[:, :, None] * tint + (1 - tint) * gray01[:, :, None] ** 2
+    return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
+
+
+def test_monochrome_tone_detects_gray_and_sepia_but_not_colour():
+    from iqpfr.face.color import fit_tone_curve, monochrome_tone
+
+    rng = np.random.default_rng(0)
+    luma = np.clip(rng.random((96, 96)) * 0.5 + np.linspace(0.1, 0.5, 96)[None], 0, 1).astype(np.float32)
+    gray = np.repeat(np.round(luma * 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    assert monochrome_tone(gray) is not None and fit_tone_curve(gray).residual < 0.1
+    sepia = _sepia(luma)
+    assert monochrome_tone(sepia) is not None and looks_grayscale(sepia)
+    assert np.abs(sepia[:, :, 0].astype(int) - sepia[:, :, 2]).mean() > 10  # the old spread test called it colour
+    colour = sepia.copy()
+    colour[:48, :, 0] = colour[:48, :, 0] // 2  # a cyan half and a warm half: two tints, not one
+    assert monochrome_tone(colour) is None and not looks_grayscale(colour)
+    assert monochrome_tone(gray.astype(np.float32) / 255) is not None  # float images in [0, 1]
+    assert monochrome_tone((gray.astype(np.uint16) * 257)) is not None  # 16-bit images
+
+
+def test_sepia_photo_keeps_its_tone():
+    from iqpfr.face.color import apply_tone, fit_tone_curve
+
+    luma = np.clip(np.random.default_rng(1).random((80, 80)) * 0.6 + 0.2, 0, 1).astype(np.float32)
+    image = LoadedImage(pixels=_sepia(luma))
+    record = _record(image, 64, 0.0)
+    record.restored[:, :, 0] = 1.0  # a red face: the network's colours
+    red = record.restored.copy()
+    out = paste_faces(image, [record])
+    expected = apply_tone(red[:1, :1], fit_tone_curve(image.pixels))[0, 0] * 255
+    centre = out.pixels[40, 40].astype(np.float32)
+    assert np.abs(centre - expected).max() <= 2.0, (centre, expected)
+    assert centre[0] > centre[2] + 5 and centre[0] < 120  # warm like the print, not the restored red (255)
+    off = paste_faces(image, [_record(image, 64, 0.0)], grayscale="off")
+    assert off.pixels.shape == image.pixels.shape

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--color-fix", "--color_fix", choices=("none", "adain", "wavelet"), default="none",
                    help="match restored face colours to the input (default none)")
     g.add_argument("--grayscale", choices=("auto", "on", "off"), default="auto",
-                   help="keep restored faces gray on gray photos (auto: detected per photo)")
+                   help="auto: monochrome photos (gray, sepia) keep their tone on restored faces; on: gray faces; off: as restored")
     g.add_argument("--bg-upsampler", "--bg_upsampler", "--bg-upscale", dest="bg_upsampler",
                    choices=("none", "resize"), default="resize",
                    help="background up-scaling: a plain bicubic resize ('none' means the same)")

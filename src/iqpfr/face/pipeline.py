@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iqpfr.face.align import alignment_affine, invert_affine, template_for, transform_points, warp_face
-from iqpfr.face.color import color_fix, looks_grayscale, to_gray3
+from iqpfr.face.color import apply_tone, color_fix, monochrome_tone, to_gray3
 from iqpfr.face.detect import DetectedFace, FaceDetector
 from iqpfr.face.paste import inverse_affine, paste_face, soft_face_mask
 from iqpfr.io import LoadedImage
@@ -152,17 +152,20 @@ def paste_faces(
     """The output photo: ``image`` up-scaled, with every restored face blended in.
 
     color: colour fix of each restored face towards its input crop (``none|adain|wavelet``).
-    grayscale: ``auto`` turns restored faces gray on gray photos (no colourisation), ``on``/``off`` force it.
+    grayscale: ``auto`` gives restored faces the photo's tone on monochrome photos (gray stays gray, sepia
+        stays sepia: no colourisation); ``on`` turns them gray, ``off`` keeps the network's colours.
     aligned: the photo is one aligned face: the restored face replaces it (no mask).
     """
     import cv2
 
-    gray = grayscale == "on" or (grayscale == "auto" and (image.gray or looks_grayscale(image.pixels)))
+    gray = grayscale == "on" or (grayscale == "auto" and image.gray)
+    # a monochrome photo (gray, or one tint such as sepia) keeps its tone: the network would colourise it
+    tone = monochrome_tone(image.pixels) if grayscale == "auto" and not gray else None
     for record in records:
         if record.restored is None:
             continue
         face = color_fix(record.restored, record.crop, color)
-        record.restored = to_gray3(face) if gray else face
+        record.restored = to_gray3(face) if gray else apply_tone(face, tone) if tone is not None else face
     if aligned:
         width, height = image.size
         size = (max(1, round(width * upscale)), max(1, round(height * upscale)))

@@ -168,7 +168,7 @@ def test_monochrome_tone_detects_gray_and_sepia_but_not_colour():
     colour[:48, :, 0] = colour[:48, :, 0] // 2  # a cyan half and a warm half: two tints, not one
     assert monochrome_tone(colour) is None and not looks_grayscale(colour)
     assert monochrome_tone(gray.astype(np.float32) / 255) is not None  # float images in [0, 1]
-    assert monochrome_tone((gray.astype(np.uint16) * 257)) is not None  # 16-bit images
+    assert monochrome_tone(gray.astype(np.uint16) * 257) is not None  # 16-bit images
 
 
 def test_sepia_photo_keeps_its_tone():

@@ -221,3 +221,24 @@ def test_quality_rows_reset_keeps_the_default_output():
         assert torch.equal(model.quality_embed.weight[0], model.quality_embed.weight[9])
         torch.testing.assert_close(model(lq, w=0.0, quality=0.9).image, ref, rtol=0, atol=0)
         torch.testing.assert_close(model(lq, w=0.0, quality=0.2).image, ref, rtol=0, atol=0)
+
+
+def test_quality_embedding_learning_rate_scale():
+    """optim.quality_embed_lr_scale: the quality rows get that multiple of the scheduled lr, the rest 1x."""
+    from types import SimpleNamespace
+
+    from iqpfr.models.factory import create_model
+    from iqpfr.train.config import TrainConfig
+    from iqpfr.train.stages import Stage
+
+    cfg = TrainConfig()
+    cfg.optim.lr, cfg.optim.quality_embed_lr_scale, cfg.optim.warmup = 1e-3, 25.0, 10
+    stage = Stage(SimpleNamespace(cfg=cfg, device=torch.device("cpu")))
+    model = create_model("iqpfr-tiny")
+    opt = stage.make_optimizer("g", model.parameters(), cfg.optim.lr, stage.quality_lr_scales(model))
+    stage.set_lr(5)  # half-way through the warm-up
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    base = lrs[id(model.feat_emb.weight)]
+    assert 0 < base < 1e-3 and lrs[id(model.quality_embed.weight)] == pytest.approx(25 * base)
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(1 for p in model.parameters() if p.requires_grad)
+    assert stage.lr_logs()["lr_g"] == pytest.approx(base)

@@ -64,6 +64,9 @@ class OptimConfig:
     gamma: float = 0.5
     warmup: int = 0  # linear warm-up steps
     grad_clip: float = 0.0  # max global grad norm (0: off)
+    # learning-rate factor of the quality embedding (stages II, III): each bucket's row is C*h*w free
+    # values trained by a tenth of the samples; 1 suits the paper's 100k+ steps, short runs need more
+    quality_embed_lr_scale: float = 1.0
 
 
 @dataclass

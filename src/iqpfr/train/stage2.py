@@ -140,7 +140,7 @@ class Stage2(Stage):
         self.model = init_restoration_model(cfg, FROZEN_PREFIXES).to(self.device)
         self.targets = build_targets(cfg, self.device)
         self.networks = {"net_g": self.model}
-        self.make_optimizer("g", self.model.parameters(), cfg.optim.lr)
+        self.make_optimizer("g", self.model.parameters(), cfg.optim.lr, self.quality_lr_scales(self.model))
         self.forward_net = ctx.wrap(CodePredictionForward(self.model))
         self.ema = self.make_ema(self.model)  # after DDP's broadcast of rank 0's weights
         self.scorer = None

@@ -67,7 +67,7 @@ class Stage3(Stage):
             self.disc.load_state_dict(state)
         self.disc.to(self.device)
         self.networks = {"net_g": self.model, "net_d": self.disc}
-        self.make_optimizer("g", self.model.parameters(), cfg.optim.lr)
+        self.make_optimizer("g", self.model.parameters(), cfg.optim.lr, self.quality_lr_scales(self.model))
         self.make_optimizer("d", self.disc.parameters(), cfg.optim.d_lr or cfg.optim.lr)
         # code-only steps leave the fusion blocks unused: DDP must tolerate that
         self.forward_net = ctx.wrap(CodePredictionForward(self.model), find_unused=True)

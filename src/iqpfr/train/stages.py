@@ -35,15 +35,29 @@ class Stage:
     def make_ema(self, model: nn.Module) -> ModelEMA:
         return ModelEMA(model, self.cfg.ema_decay, warmup=self.cfg.ema_warmup)
 
-    def make_optimizer(self, key: str, params, lr: float) -> torch.optim.Optimizer:
+    def make_optimizer(self, key: str, params, lr: float,
+                       lr_scales: dict[torch.nn.Parameter, float] | None = None) -> torch.optim.Optimizer:
+        """Adam over the trainable ``params``; ``lr_scales`` multiplies the learning rate of some of
+        them (one parameter group per distinct factor, kept through the schedule)."""
         params = [p for p in params if p.requires_grad]
         if not params:
             raise RuntimeError(f"{self.name}: no trainable parameters for optimiser {key!r}")
+        scales = lr_scales or {}
+        groups: dict[float, list[torch.nn.Parameter]] = {}
+        for p in params:
+            groups.setdefault(float(scales.get(p, 1.0)), []).append(p)
         o = self.cfg.optim
-        opt = torch.optim.Adam(params, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        opt = torch.optim.Adam([{"params": ps, "lr": lr * s, "lr_scale": s} for s, ps in groups.items()],
+                               lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         self.optimizers[key] = opt
         self.base_lrs[key] = lr
         return opt
+
+    def quality_lr_scales(self, model: nn.Module) -> dict[torch.nn.Parameter, float]:
+        """``optim.quality_embed_lr_scale`` for the quality embedding / adapter of ``model``."""
+        scale = self.cfg.optim.quality_embed_lr_scale
+        return {p: scale for name, p in model.named_parameters()
+                if name.startswith(("quality_embed.", "quality_adapter."))}
 
     def set_lr(self, step: int) -> None:
         from iqpfr.train.loop import lr_at
@@ -51,7 +65,7 @@ class Stage:
         for key, opt in self.optimizers.items():
             lr = lr_at(step, self.base_lrs[key], self.cfg.optim)
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
 
     def clip_and_step(self, key: str) -> None:
         opt = self.optimizers[key]
@@ -61,7 +75,8 @@ class Stage:
         opt.step()
 
     def lr_logs(self) -> dict[str, float]:
-        return {f"lr_{k}": opt.param_groups[0]["lr"] for k, opt in self.optimizers.items()}
+        return {f"lr_{k}": opt.param_groups[0]["lr"] / opt.param_groups[0].get("lr_scale", 1.0)
+                for k, opt in self.optimizers.items()}
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

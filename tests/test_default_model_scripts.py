@@ -239,3 +239,37 @@ def test_stage3_inputs_on_a_warm_machine_use_this_runs_folder(tmp_path):
     assert info["stage2"] == "warm"
     with pytest.raises(SystemExit, match="stage 2 needs"):
         device_train.prepare_inputs(2, tmp_path / "empty", tmp_path / "no_carry")
+
+
+def test_quality_probe_sweep_and_ceiling(tmp_path):
+    """quality_probe.py: the sweep scores the shipped model at every target (w 0 and 0.5) and with the
+    HQ+ branch off/on; the ceiling ranks blurred < original < sharpened copies of real faces."""
+    import shutil
+
+    from iqpfr.models.autoencoder import VQAutoEncoder
+    from iqpfr.quality import learned
+
+    if not learned.DEFAULT_WEIGHTS.is_file():
+        pytest.skip("the face-iqa weights are not in this checkout")
+    val = tmp_path / "val"
+    val.mkdir()
+    for p in sorted(shared_path("data", "gpen_ffhq10").glob("*.png"))[:2]:
+        shutil.copy(p, val / p.name)
+    probe = _load("quality_probe")
+    out = tmp_path / "sweep.json"
+    assert probe.main(["sweep", "--val", str(val), "--work", str(tmp_path / "work"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert len(result["sweep"]["w0.5"]["scores"]) == 9 and -1 <= result["sweep"]["w0"]["spearman"] <= 1
+    assert set(result["hq_w0.5"]) == {"alpha0", "alpha0.8"}
+    vq = VQAutoEncoder.matching(probe.load_restorer(None))
+    model = probe.load_restorer(None)
+    vq.load_state_dict({k: v for k, v in model.state_dict().items() if k.split(".")[0] in ("encoder", "quantize", "generator")})
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in vq.state_dict().items()}, str(tmp_path / "vq.safetensors"))
+    out = tmp_path / "ceiling.json"
+    assert probe.main(["ceiling", str(tmp_path / "vq.safetensors"), "--val", str(val), "--json", str(out)]) == 0
+    levels = json.loads(out.read_text())["levels"]
+    images = [levels[k]["image"] for k in sorted(levels, key=float)]
+    assert images[0] < levels["+0"]["image"] < images[-1]
+    assert all({"decoded_dual", "decoded_common"} <= set(v) for v in levels.values())

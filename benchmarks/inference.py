@@ -54,11 +54,12 @@ class PathSpec:
     compile: bool = False
     cuda_graphs: bool = False
     backend: str = "torch"
+    workers: int = 1
 
     @property
     def label(self) -> str:
         if self.backend == "onnxruntime":
-            return f"onnxruntime {self.precision} b{self.batch}"
+            return f"onnxruntime {self.precision} b{self.batch}" + (f" x{self.workers}" if self.workers > 1 else "")
         parts = [self.precision, "cl" if self.channels_last else "nchw"]
         parts.append("compiled" if self.compile else "eager")
         if self.cuda_graphs:
@@ -75,6 +76,9 @@ def default_paths(device: str, batch: int, with_compile: bool, with_bf16: bool) 
         paths += [PathSpec("bf16", True, batch), PathSpec("bf16-full", True, batch)]
     if device == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
         paths += [PathSpec("fp32", False, b, backend="onnxruntime") for b in sorted({1, batch})]
+        if torch.get_num_threads() > 1:  # faces in parallel, one thread each
+            workers = torch.get_num_threads()
+            paths.append(PathSpec("fp32", False, 1, backend="onnxruntime", workers=workers))
     if with_compile:
         paths += [PathSpec("fp32", True, batch, compile=True)]
         if with_bf16:
@@ -162,6 +166,7 @@ def make_path(model, spec: PathSpec, device: str, lq, w):
             cuda_graphs=spec.cuda_graphs,
             batch_size=spec.batch,
             backend=spec.backend,
+            workers=spec.workers,
         )
 
         def run():
@@ -226,6 +231,7 @@ def bench_model(name: str, device: str, args, paths: list[PathSpec]) -> list[dic
             "compile": spec.compile,
             "cuda_graphs": spec.cuda_graphs,
             "backend": spec.backend,
+            "workers": spec.workers,
             "faces": args.faces,
             "inputs": source,
             "seconds_per_repeat": spec_times,
@@ -266,6 +272,7 @@ def bench_whole_photos(name: str, device: str, args, fast: PathSpec) -> list[dic
                 compile=spec.compile,
                 batch_size=spec.batch,
                 backend=spec.backend,
+                workers=spec.workers,
             )
         restorer = FaceRestorer(model, device=device, detector=args.detector)
         restorer.restore(str(photos[0]))  # warm-up: detector load, compilation

@@ -106,3 +106,9 @@ def test_onnxruntime_inference_backend_matches_eager():
     assert (runner(lq).image - expected_default).abs().max().item() <= 1e-4  # the network's default w
     with pytest.raises(ValueError, match="onnxruntime"):
         prepare_for_inference(model, device="cpu", backend="onnxruntime", precision="bf16")
+    # faces in parallel chunks (one thread each): same outputs, in order, per-sample w kept
+    parallel = prepare_for_inference(model, device="cpu", backend="onnxruntime", batch_size=1, workers=2)
+    assert parallel.settings.label() == "onnxruntime fp32 b1 x2"
+    assert (parallel(lq, w=w).image - expected).abs().max().item() <= 1e-4
+    with pytest.raises(ValueError, match="workers"):
+        prepare_for_inference(model, device="cpu", workers=2)

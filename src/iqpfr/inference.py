@@ -100,10 +100,12 @@ class InferenceSettings:
     cuda_graphs: bool
     batch_size: int
     backend: str = "torch"
+    workers: int = 1
 
     def label(self) -> str:
         if self.backend == "onnxruntime":
-            return f"onnxruntime {self.precision} b{self.batch_size}"
+            parallel = f" x{self.workers}" if self.workers > 1 else ""
+            return f"onnxruntime {self.precision} b{self.batch_size}{parallel}"
         parts = [self.precision, "channels_last" if self.channels_last else "nchw"]
         parts += ["compiled"] if self.compile else ["eager"]
         parts += ["cuda_graphs"] if self.cuda_graphs else []
@@ -235,7 +237,8 @@ class OnnxRuntimeRunner(nn.Module):
         path = Path(self._tmp.name) / "model.onnx"
         export_onnx(model, path, batch=min(settings.batch_size, 2))
         options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
+        # with several workers each chunk runs on its share of the threads, all chunks at once
+        options.intra_op_num_threads = max(1, torch.get_num_threads() // settings.workers)
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def forward(
@@ -252,15 +255,24 @@ class OnnxRuntimeRunner(nn.Module):
 
         lq_np = lq.detach().to("cpu", torch.float32).numpy()
         w_np, q_np = per_sample(w, self.default_w), per_sample(quality, self.default_quality)
-        images = []
-        for start in range(0, batch, self.settings.batch_size):
+        def run(start: int) -> torch.Tensor:
             rows = slice(start, start + self.settings.batch_size)
             feed = {
                 "lq": lq_np[rows],
                 "w": np.ascontiguousarray(w_np[rows]),
                 "quality": np.ascontiguousarray(q_np[rows]),
             }
-            images.append(torch.from_numpy(self._session.run(["image"], feed)[0]))
+            return torch.from_numpy(self._session.run(["image"], feed)[0])
+
+        starts = range(0, batch, self.settings.batch_size)
+        if self.settings.workers > 1 and len(starts) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # onnxruntime releases the GIL and a session may run from several threads at once
+            with ThreadPoolExecutor(self.settings.workers) as pool:
+                images = list(pool.map(run, starts))
+        else:
+            images = [run(start) for start in starts]
         return RestoreOutput(image=torch.cat(images))
 
 
@@ -286,6 +298,7 @@ def prepare_for_inference(
     cuda_graphs: bool = False,
     batch_size: int = 8,
     backend: str = "torch",
+    workers: int = 1,
 ) -> InferenceRunner | OnnxRuntimeRunner:
     """Put ``model`` in inference form (eval, no grad, on ``device``, chosen layout) and wrap it.
 
@@ -294,16 +307,20 @@ def prepare_for_inference(
     ``cuda_graphs`` needs ``compile`` and CUDA. ``backend="onnxruntime"`` exports the network to ONNX
     and runs it in onnxruntime on the CPU (fp32; its convolution kernels beat PyTorch's on some CPUs,
     see ``benchmarks/inference.py``); its outputs carry ``image`` only. Returns the runner, itself a
-    network: ``runner(lq, w=None, quality=None) -> RestoreOutput``.
+    network: ``runner(lq, w=None, quality=None) -> RestoreOutput``. ``workers`` (onnxruntime only):
+    chunks of ``batch_size`` faces run this many at a time, each on 1/``workers`` of the threads (on a
+    few cores, two one-thread faces at once can beat one face on two threads; same outputs).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if workers < 1 or (workers > 1 and backend != "onnxruntime"):
+        raise ValueError(f"workers must be 1, or >= 1 with backend='onnxruntime'; got {workers} with {backend!r}")
     if backend == "onnxruntime":
         if precision not in ("auto", "fp32") or compile or cuda_graphs:
             raise ValueError("backend='onnxruntime' runs fp32 without compile/cuda_graphs")
         if resolve_device(device).type != "cpu":
             raise ValueError("backend='onnxruntime' runs on the CPU (device='cpu')")
-        settings = InferenceSettings("cpu", "fp32", False, False, False, int(batch_size), backend)
+        settings = InferenceSettings("cpu", "fp32", False, False, False, int(batch_size), backend, int(workers))
         return OnnxRuntimeRunner(model.eval().requires_grad_(False).cpu(), settings)
     if backend != "torch":
         raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")

@@ -257,8 +257,10 @@ def test_quality_probe_sweep_and_ceiling(tmp_path):
         shutil.copy(p, val / p.name)
     probe = _load("quality_probe")
     out = tmp_path / "sweep.json"
-    assert probe.main(["sweep", "--val", str(val), "--work", str(tmp_path / "work"), "--json", str(out)]) == 0
+    assert probe.main(["sweep", "--val", str(val), "--work", str(tmp_path / "work"), "--json", str(out),
+                       "--adain", "on"]) == 0
     result = json.loads(out.read_text())
+    assert result["adain"] is True
     assert len(result["sweep"]["w0.5"]["scores"]) == 9 and -1 <= result["sweep"]["w0"]["spearman"] <= 1
     assert set(result["hq_w0.5"]) == {"alpha0", "alpha0.8"}
     vq = VQAutoEncoder.matching(probe.load_restorer(None))

@@ -281,3 +281,28 @@ def test_presets_load_their_own_state_dict_strictly(name):
     b.load_state_dict(a.state_dict(), strict=True)
     out = b.eval()(faces(1, b.img_size), w=0.5)
     assert out.image.shape == (1, 3, b.img_size, b.img_size) and torch.isfinite(out.image).all()
+
+
+def test_adain_switch_is_a_saved_constructor_setting(tmp_path):
+    """adain=False decodes the looked-up codes as they are (no statistics from the conditioned latent);
+    the setting travels in the checkpoint's config and can be overridden at load time."""
+    from iqpfr.models.checkpoint import load_model, save_model
+
+    torch.manual_seed(0)
+    on = create_model("iqpfr-tiny").eval()
+    off = create_model("iqpfr-tiny", adain=False).eval()
+    off.load_state_dict(on.state_dict())
+    lq = torch.rand(2, 3, on.img_size, on.img_size) * 2 - 1
+    with torch.no_grad():
+        out_on, out_off = on(lq, w=0.0, quality=0.3), off(lq, w=0.0, quality=0.3)
+        feat, skips = off.encode(lq)
+        cond = off.condition(feat, 0.3)
+        common, hq = off.predict_logits(cond)
+        quant = off.lookup(common.argmax(-1), hq.argmax(-1))
+        torch.testing.assert_close(out_off.image, off.decode(quant, skips, 0.0), rtol=0, atol=0)
+        torch.testing.assert_close(out_on.image, on.decode(adaptive_instance_norm(quant, cond), skips, 0.0),
+                                   rtol=0, atol=0)
+    assert torch.equal(out_on.indices, out_off.indices) and not torch.allclose(out_on.image, out_off.image)
+    path = tmp_path / "off.safetensors"
+    save_model(off, path)
+    assert load_model(path).adain is False and load_model(path, adain=True).adain is True

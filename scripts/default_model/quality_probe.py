@@ -4,8 +4,9 @@
     python3 scripts/default_model/quality_probe.py sweep runs/x/stage2/checkpoints/step_00000410.pt
     python3 scripts/default_model/quality_probe.py ceiling runs/refit/stage1/model_ema.safetensors
 
-``sweep WEIGHTS``: mean face-iqa of the restored faces for quality targets 0.1 ... 0.9 at w = 0 and
-w = 0.5 (Spearman against the target), and at q = 0.9 with the HQ+ branch off (alpha 0) and on. The
+``sweep WEIGHTS [--adain on|off]``: mean face-iqa of the restored faces for quality targets 0.1 ... 0.9
+at w = 0 and w = 0.5 (Spearman against the target), and at q = 0.9 with the HQ+ branch off (alpha 0)
+and on. AdaIN before decoding hides both while the quality rows are untrained (MODEL_CARD.md). The
 faces are ``gpen_ffhq10`` degraded with the "large" preset, seed 0 (as ``acceptance.py``), resized
 to the network's input; outputs are up-sampled bicubically to 512 px before scoring, as the acceptance
 outputs are. WEIGHTS: a self-describing ``.safetensors`` or a training checkpoint ``.pt`` (its EMA
@@ -32,16 +33,18 @@ TARGETS = [round(0.1 * i, 1) for i in range(1, 10)]
 LEVELS = (-1.2, -0.6, -0.45, 0.0, 0.4, 0.8, 1.5)
 
 
-def load_restorer(weights: Path | None):
-    """The network of ``weights`` (None: the shipped default), float32, eval mode."""
+def load_restorer(weights: Path | None, adain: bool | None = None):
+    """The network of ``weights`` (None: the shipped default), float32, eval mode; ``adain`` None
+    keeps the file's setting."""
     from iqpfr.models.checkpoint import load_model
     from iqpfr.restorer import embedded_weights_path
 
+    overrides = {} if adain is None else {"adain": adain}
     if weights is None or weights.suffix == ".safetensors":
-        return load_model(weights or embedded_weights_path()).float().eval()
+        return load_model(weights or embedded_weights_path(), **overrides).float().eval()
     from iqpfr.train.stages import read_weights
 
-    model = load_model(embedded_weights_path()).float()
+    model = load_model(embedded_weights_path(), **overrides).float()
     model.load_state_dict({k: v.float() for k, v in read_weights(weights).items()}, strict=True)
     return model.eval()
 
@@ -78,13 +81,14 @@ def sweep(args) -> dict:
     from iqpfr.quality.base import create_scorer
     from iqpfr.restorer import model_input_size
 
-    model = load_restorer(args.weights)
+    model = load_restorer(args.weights, {"file": None, "on": True, "off": False}[args.adain])
     scorer = create_scorer("face-iqa").eval()
     testset = args.work / "testset"
     hq = [p for p, _ in list_images([args.val])]
     make_testset(hq, testset, protocol="large", seed=0, size=512, progress=False, log=lambda m: None)
     lq = read_batch(sorted((testset / "lq").glob("*.png")), model_input_size(model)) * 2 - 1
-    result: dict = {"weights": str(args.weights or "shipped"), "sweep": {}}
+    result: dict = {"weights": str(args.weights or "shipped"), "adain": model.adain, "sweep": {}}
+    print(f"AdaIN {'on' if model.adain else 'off'}")
     with torch.no_grad():
         for w in (0.0, 0.5):
             scores = [face_iqa_mean(scorer, (model(lq, w=w, quality=q).image.clamp(-1, 1) + 1) / 2) for q in TARGETS]
@@ -145,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="sweep: restorer weights (default: shipped); ceiling: stage-I VQGAN weights (required)")
     ap.add_argument("--val", type=Path, default=dm.SHARED_DATA / "gpen_ffhq10")
     ap.add_argument("--work", type=Path, default=dm.REPO / "runs" / "quality_probe", help="test set cache")
+    ap.add_argument("--adain", choices=("file", "on", "off"), default="file",
+                    help="sweep: AdaIN before decoding as the file says, or forced on / off")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)

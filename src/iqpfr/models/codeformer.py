@@ -10,7 +10,7 @@ Inference (``forward``) chains the building blocks below, which training code us
     logits, hq_logits = model.predict_logits(lq_feat)   # (B, h*w, N), None or (B, h*w, N)
     indices = logits.argmax(-1)                         # (B, h*w)
     quant = model.lookup(indices, hq_indices, straight_through_from=lq_feat)  # (B, C, h, w)
-    quant = adaptive_instance_norm(quant, lq_feat)      # inference only (CodeFormer adain=True)
+    quant = adaptive_instance_norm(quant, lq_feat)      # inference only, if adain (CodeFormer adain=True)
     image = model.decode(quant, skips, w)               # (B, 3, S, S), raw
 """
 
@@ -40,6 +40,11 @@ class CodeFormer(nn.Module):
         dim_embd, n_head, n_layers, dim_mlp: Transformer width, heads, depth, MLP width.
         connect_list: resolutions with fidelity (CFT) fusion, e.g. (32, 64, 128, 256).
         default_w: fidelity weight used when ``forward`` gets ``w=None``.
+        adain: match the looked-up code features' per-channel mean and std to the (conditioned)
+            encoder latent before decoding, as CodeFormer and IQPFR inference do (``adain=True``).
+            Training never applies it. A quality-conditioned model whose quality rows are still
+            their random initialisation should turn it off: it would copy that noise's statistics
+            into the decoder input (see MODEL_CARD.md).
     """
 
     num_codebooks = 1
@@ -60,6 +65,7 @@ class CodeFormer(nn.Module):
         dim_mlp: int = 1024,
         connect_list: Sequence[int] = (32, 64, 128, 256),
         default_w: float = 0.5,
+        adain: bool = True,
     ) -> None:
         super().__init__()
         ch_mult, attn_resolutions = [int(m) for m in ch_mult], [int(r) for r in attn_resolutions]
@@ -67,8 +73,9 @@ class CodeFormer(nn.Module):
         self.config = dict(
             img_size=img_size, nf=nf, ch_mult=ch_mult, res_blocks=res_blocks, attn_resolutions=attn_resolutions,
             codebook_size=codebook_size, emb_dim=emb_dim, dim_embd=dim_embd, n_head=n_head, n_layers=n_layers,
-            dim_mlp=dim_mlp, connect_list=connect_list, default_w=default_w,
+            dim_mlp=dim_mlp, connect_list=connect_list, default_w=default_w, adain=bool(adain),
         )
+        self.adain = bool(adain)
         levels = len(ch_mult)
         latent = img_size // 2 ** (levels - 1)
         if latent * 2 ** (levels - 1) != img_size:
@@ -180,7 +187,8 @@ class CodeFormer(nn.Module):
         indices = logits.argmax(dim=-1)
         hq_indices = None if hq_logits is None else hq_logits.argmax(dim=-1)
         quant = self.lookup(indices, hq_indices, straight_through_from=lq_feat)
-        quant = adaptive_instance_norm(quant, lq_feat)
+        if self.adain:
+            quant = adaptive_instance_norm(quant, lq_feat)
         image = self.decode(quant, skips, w)
         return RestoreOutput(
             image=image, logits=logits, lq_feat=lq_feat, indices=indices, quant_feat=quant,

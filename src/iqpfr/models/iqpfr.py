@@ -64,6 +64,7 @@ class IQPFR(CodeFormer):
         dim_mlp: int = 1024,
         connect_list: Sequence[int] = (32, 64, 128, 256),
         default_w: float = 0.0,
+        adain: bool = True,
         alpha: float = 0.8,
         hq_threshold: float = 0.7,
         num_quality_buckets: int = 10,
@@ -73,7 +74,7 @@ class IQPFR(CodeFormer):
         super().__init__(
             img_size=img_size, nf=nf, ch_mult=ch_mult, res_blocks=res_blocks, attn_resolutions=attn_resolutions,
             codebook_size=codebook_size, emb_dim=emb_dim, dim_embd=dim_embd, n_head=n_head, n_layers=n_layers,
-            dim_mlp=dim_mlp, connect_list=connect_list, default_w=default_w,
+            dim_mlp=dim_mlp, connect_list=connect_list, default_w=default_w, adain=adain,
         )
         self.config.update(
             alpha=alpha, hq_threshold=hq_threshold, num_quality_buckets=num_quality_buckets,

@@ -108,8 +108,8 @@ _ENTRIES = (
         kind="restoration",
         architecture="iqpfr-128",
         embedded=True,
-        sha256="ef3b148ec50d231ad1a463a903cfe2ca112e6f914b7708f40cba06f318d5b01d",
-        size=12_117_038,
+        sha256="d5b7676fd43be9b6d27d88c99d01593347ae7ad4140effe846f491e9e161dcc3",
+        size=12_117_062,
         licence="Apache-2.0 (iqpfr code); weights trained by the iqpfr project on FFHQ "
         "(CC BY-NC-SA 4.0 data): non-commercial, see MODEL_CARD.md",
         homepage="https://arxiv.org/abs/2503.09294",

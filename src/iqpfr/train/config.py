@@ -110,6 +110,9 @@ class Stage2Config:
     # noise, which the Transformer learns to ignore. From equal rows, only what the targets tell
     # apart (e.g. quality-augmented copies) makes them differ. No effect on a resumed run.
     quality_rows_reset: bool = False
+    # parameter-name prefixes to train (empty: all but the frozen VQGAN parts); ["quality_embed."]
+    # tunes only the quality condition of a finished model, leaving what it restores at q untouched
+    train_only: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -138,6 +138,10 @@ class Stage2(Stage):
         super().__init__(ctx)
         cfg, s2 = self.cfg, self.cfg.stage2
         self.model = init_restoration_model(cfg, FROZEN_PREFIXES).to(self.device)
+        if s2.train_only:
+            for name, p in self.model.named_parameters():
+                if not name.startswith(tuple(s2.train_only)):
+                    p.requires_grad_(False)
         self.targets = build_targets(cfg, self.device)
         self.networks = {"net_g": self.model}
         self.make_optimizer("g", self.model.parameters(), cfg.optim.lr, self.quality_lr_scales(self.model))

@@ -117,3 +117,30 @@ def test_validation_faces_beat_bicubic_on_naturalness(restorer):
         n_restored = float(niqe(_to_tensor(restored_up)).mean())
         n_bicubic = float(niqe(_to_tensor(bicubic_up)).mean())
     assert n_restored < n_bicubic - 2.0, (n_restored, n_bicubic)
+
+
+def test_quality_target_and_hq_branch_raise_the_learned_score(shipped, face_iqa):
+    """The shipped model on the 10 validation faces ('large', seed 0; w 0.5): the mean face-iqa is
+    higher at q = 0.9 than at q = 0.1, and higher with the HQ+ branch (alpha 0.8) than without it.
+    (A re-finalised file with AdaIN on would fail both: MODEL_CARD.md, session 4.)"""
+    from iqpfr.models.checkpoint import load_model
+
+    model = load_model(shipped).float().eval()
+    assert model.adain is False
+    hq = [p for p, _ in list_images([shared_path("data", "gpen_ffhq10")])]
+    with tempfile.TemporaryDirectory() as tmp:
+        make_testset(hq, Path(tmp), protocol="large", seed=0, size=512, progress=False, log=lambda m: None)
+        lqs = [read_rgb(p) for p in sorted((Path(tmp) / "lq").glob("*.png"))]
+    side = model.img_size
+    x = _to_tensor([cv2.resize(lq, (side, side), interpolation=cv2.INTER_AREA) for lq in lqs]) * 2 - 1
+
+    def score(quality: float, alpha: float) -> float:
+        model.quantize.alpha = alpha
+        with torch.no_grad():
+            out = (model(x, w=0.5, quality=quality).image.clamp(-1, 1) + 1) / 2
+            big = torch.nn.functional.interpolate(out, size=512, mode="bicubic", align_corners=False)
+            return float(face_iqa(big.clamp(0, 1)).mean())
+
+    high = score(0.9, 0.8)
+    assert high > score(0.1, 0.8) + 0.005
+    assert high > score(0.9, 0.0) + 0.02

@@ -184,5 +184,7 @@ def test_sepia_photo_keeps_its_tone():
     centre = out.pixels[40, 40].astype(np.float32)
     assert np.abs(centre - expected).max() <= 2.0, (centre, expected)
     assert centre[0] > centre[2] + 5 and centre[0] < 120  # warm like the print, not the restored red (255)
-    off = paste_faces(image, [_record(image, 64, 0.0)], grayscale="off")
-    assert off.pixels.shape == image.pixels.shape
+    record = _record(image, 64, 0.0)
+    record.restored[:, :, 0] = 1.0
+    off = paste_faces(image, [record], grayscale="off")  # the network's colours, untouched
+    assert off.pixels[40, 40, 0] > 240 and off.pixels[40, 40, 2] < 15

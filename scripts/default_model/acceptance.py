@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fidelity", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (CPU-time row always uses 2)")
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--adain", choices=("file", "on", "off"), default="file",
+                    help="AdaIN before decoding as the weight file says, or forced on / off")
     args = ap.parse_args(argv)
 
     import torch
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args.weights = args.weights or embedded_weights_path()
     torch.set_num_threads(args.threads)
     out: Path = args.out
-    model = load_model(args.weights).eval()
+    model = load_model(args.weights, **({} if args.adain == "file" else {"adain": args.adain == "on"})).eval()
     side = model_input_size(model)
     preset = getattr(model, "preset", None) or "iqpfr-256"
     hq = [p for p, _ in list_images([args.val])]

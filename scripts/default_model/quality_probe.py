@@ -6,7 +6,8 @@
 
 ``sweep WEIGHTS [--adain on|off]``: mean face-iqa of the restored faces for quality targets 0.1 ... 0.9
 at w = 0 and w = 0.5 (Spearman against the target), and at q = 0.9 with the HQ+ branch off (alpha 0)
-and on. AdaIN before decoding hides both while the quality rows are untrained (MODEL_CARD.md). The
+and on; and how far apart the quality-embedding rows are (rows still at their N(0, 1) start: rms ~1,
+pairwise ~1.4). AdaIN before decoding hides both while the rows are untrained (MODEL_CARD.md). The
 faces are ``gpen_ffhq10`` degraded with the "large" preset, seed 0 (as ``acceptance.py``), resized
 to the network's input; outputs are up-sampled bicubically to 512 px before scoring, as the acceptance
 outputs are. WEIGHTS: a self-describing ``.safetensors`` or a training checkpoint ``.pt`` (its EMA
@@ -28,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dm_common as dm  # noqa: E402
+from acceptance import TARGETS, spearman  # noqa: E402
 
-TARGETS = [round(0.1 * i, 1) for i in range(1, 10)]
 LEVELS = (-1.2, -0.6, -0.45, 0.0, 0.4, 0.8, 1.5)
 
 
@@ -74,7 +75,6 @@ def read_batch(paths, side: int):
 
 def sweep(args) -> dict:
     import torch
-    from scipy.stats import spearmanr
 
     from iqpfr.eval.testset import make_testset
     from iqpfr.io import list_images
@@ -89,10 +89,20 @@ def sweep(args) -> dict:
     lq = read_batch(sorted((testset / "lq").glob("*.png")), model_input_size(model)) * 2 - 1
     result: dict = {"weights": str(args.weights or "shipped"), "adain": model.adain, "sweep": {}}
     print(f"AdaIN {'on' if model.adain else 'off'}")
+    rows = model.quality_embed.weight.detach().float()
+    top = int(model.quality_embed.bucket(torch.tensor([0.9]))[0])
+    spread = {
+        "row_rms": rows.pow(2).mean().sqrt().item(),
+        "rms_from_top_row": [round(v, 4) for v in (rows - rows[top]).pow(2).mean(1).sqrt().tolist()],
+        "mean_pairwise_rms": (torch.cdist(rows, rows).sum() / (len(rows) * (len(rows) - 1)) / rows.shape[1] ** 0.5).item(),
+    }
+    result["quality_rows"] = spread
+    print(f"quality rows: rms {spread['row_rms']:.3f}, mean pairwise rms distance {spread['mean_pairwise_rms']:.3f}, "
+          f"rms distance from the q=0.9 row {' '.join(f'{v:.3f}' for v in spread['rms_from_top_row'])}")
     with torch.no_grad():
         for w in (0.0, 0.5):
             scores = [face_iqa_mean(scorer, (model(lq, w=w, quality=q).image.clamp(-1, 1) + 1) / 2) for q in TARGETS]
-            rho = float(spearmanr(TARGETS, scores)[0])
+            rho = spearman(TARGETS, scores)
             result["sweep"][f"w{w:g}"] = {"scores": scores, "spearman": rho}
             print(f"w={w:g}: face-iqa at q=0.1..0.9: {' '.join(f'{s:.3f}' for s in scores)}  Spearman {rho:+.2f}")
         alpha = model.quantize.alpha

@@ -139,5 +139,5 @@ def apply_tone(rgb: np.ndarray, curve: ToneCurve) -> np.ndarray:
 
 def to_gray3(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) float RGB -> BT.601 luma replicated to 3 channels."""
-    luma = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    luma = rgb @ _LUMA
     return np.repeat(luma[:, :, None], 3, axis=2)

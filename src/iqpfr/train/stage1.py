@@ -139,7 +139,7 @@ class Stage1(Stage):
         self.networks = {"net_g": self.ae, "net_d": self.disc}
         for part in s1.frozen:
             set_requires_grad(getattr(self.ae, part), False)
-        self.make_optimizer("g", [p for p in self.ae.parameters() if p.requires_grad], cfg.optim.lr)
+        self.make_optimizer("g", self.ae.parameters(), cfg.optim.lr)  # frozen parts are left out
         self.make_optimizer("d", self.disc.parameters(), cfg.optim.d_lr or cfg.optim.lr)
         self.g_forward = ctx.wrap(_Stage1Forward(self.ae))
         self.d_pair = ctx.wrap(DiscriminatorPair(self.disc))

@@ -125,6 +125,73 @@ def load_faces(folder: Path | None, count: int, size: int) -> tuple[torch.Tensor
     return torch.stack(faces), f"{min(count, len(files))} photos from {folder}"
 
 
+# ------------------------------------------------------------------------------------------ roofline
+
+
+def gflop_per_face(model: torch.nn.Module, size: int, w: float) -> float:
+    """Floating-point operations (multiply and add counted apart) of one face through ``model``, in GFLOP.
+
+    Counted by ``torch.utils.flop_counter`` on a batch-1 fp32 forward: convolutions, matrix products and
+    attention, i.e. the work a faster kernel cannot avoid; element-wise operations are left out.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # on the meta device nothing is computed or stored, and autograd stays on for the counter's
+    # module hooks (which fail under no_grad / inference_mode)
+    meta_model = copy.deepcopy(model).to("meta")
+    counter = FlopCounterMode(display=False)
+    with counter:
+        meta_model(torch.zeros(1, 3, size, size, device="meta"), w=torch.full((1,), w, device="meta"))
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_peak_gflops(device: str, dtype: torch.dtype, repeats: int = 5) -> float:
+    """Best GFLOP/s of a large square matrix product: the practical peak of ``device`` in ``dtype``."""
+    n = 2048 if device == "cpu" else 8192
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first call warms the kernel up
+        sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def roofline(name: str, model: torch.nn.Module, device: str, size: int, w: float, reference_fps: float,
+             with_bf16: bool) -> dict:
+    """What the hardware allows: per-face work, matmul peaks, and the best possible speed-up in fp32.
+
+    A path at the fp32 peak runs ``peak / GFLOP-per-face`` faces/s; dividing by the reference gives
+    the largest speed-up any exact fp32 kernel could reach on this device. Only lower precision (bf16
+    on hardware that has it) or less work can go beyond it.
+    """
+    gflop = gflop_per_face(model, size, w)
+    peaks = {"fp32": matmul_peak_gflops(device, torch.float32)}
+    if with_bf16:
+        peaks["bf16"] = matmul_peak_gflops(device, torch.bfloat16)
+    return {
+        "model": name,
+        "device": device,
+        "gflop_per_face": gflop,
+        "matmul_peak_gflops": peaks,
+        "reference_gflops": reference_fps * gflop,
+        "fp32_ceiling_faces_per_s": peaks["fp32"] / gflop,
+        "fp32_ceiling_speedup": peaks["fp32"] / gflop / reference_fps,
+    }
+
+
+def format_roofline(r: dict) -> str:
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in r["matmul_peak_gflops"].items())
+    return (
+        f"roofline {r['model']} {r['device']}: {r['gflop_per_face']:.1f} GFLOP/face; matmul peak (GFLOP/s) {peaks}; "
+        f"reference runs at {r['reference_gflops']:.1f} GFLOP/s; an fp32 path at peak would give "
+        f"{r['fp32_ceiling_faces_per_s']:.3f} faces/s = {r['fp32_ceiling_speedup']:.2f}x the reference"
+    )
+
+
 # ------------------------------------------------------------------------------------------ metrics
 
 
@@ -194,10 +261,12 @@ def time_once(run, merge, device: str):
     return merge(out), time.perf_counter() - start
 
 
-def bench_model(name: str, device: str, args, paths: list[PathSpec]) -> list[dict]:
+def bench_model(name: str, device: str, args, paths: list[PathSpec]) -> tuple[list[dict], dict]:
+    """Rows of every path (first row: the reference) and the device's roofline for this model."""
     model = build_model(name, args.weights)
     size = int(model.config.get("img_size") or model.config.get("out_size"))
     lq, source = load_faces(args.faces_dir, args.faces, size)
+    gflop = gflop_per_face(model, size, args.w)
     w = torch.full((args.faces,), args.w)
     paths = [
         p
@@ -242,10 +311,14 @@ def bench_model(name: str, device: str, args, paths: list[PathSpec]) -> list[dic
             "mean_abs_diff": float(diff.mean()),
             "psnr_db": psnr_db(result["image"], ref_result["image"]),
             "index_agreement": idx,
+            "gflops": args.faces / seconds * gflop,
         }
         rows.append(row)
         print(format_row(row), flush=True)
-    return rows
+    with_bf16 = any(p.precision.startswith("bf16") for p in paths)
+    limits = roofline(name, model, device, size, args.w, rows[0]["faces_per_s"], with_bf16)
+    print(format_roofline(limits), flush=True)
+    return rows, limits
 
 
 # ------------------------------------------------------------------------------------- whole photos
@@ -305,7 +378,7 @@ def bench_whole_photos(name: str, device: str, args, fast: PathSpec) -> list[dic
 # ------------------------------------------------------------------------------------------ report
 
 
-HEADER = f"{'model':<16} {'device':<6} {'path':<28} {'faces/s':>9} {'speed-up':>9} {'max|diff|':>10} {'PSNR dB':>8} {'codes':>7}"
+HEADER = f"{'model':<16} {'device':<6} {'path':<28} {'faces/s':>9} {'speed-up':>9} {'max|diff|':>10} {'PSNR dB':>8} {'codes':>7} {'GFLOP/s':>8}"
 
 
 def format_row(r: dict) -> str:
@@ -313,7 +386,7 @@ def format_row(r: dict) -> str:
     psnr = "inf" if r["psnr_db"] == float("inf") else f"{r['psnr_db']:.1f}"
     return (
         f"{r['model']:<16} {r['device']:<6} {r['path']:<28} {r['faces_per_s']:>9.3f} {r['speedup']:>8.2f}x "
-        f"{r['max_abs_diff']:>10.2e} {psnr:>8} {idx:>7}"
+        f"{r['max_abs_diff']:>10.2e} {psnr:>8} {idx:>7} {r['gflops']:>8.1f}"
     )
 
 
@@ -413,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{env['threads']} threads, load {env['load_average_start']}, cuda: {env['cuda']}"
     )
     print(HEADER)
-    rows, photo_rows = [], []
+    rows, photo_rows, rooflines = [], [], []
     for device in devices:
         batch = args.batch or (args.faces if device == "cpu" else 64)
         faces = args.faces if device == "cpu" or args.batch else max(args.faces, batch)
@@ -423,8 +496,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.bf16 == "auto" and (device == "cuda" or cpu_has_fast_bf16())
             )
             paths = default_paths(device, batch, args.compile, with_bf16)
-            model_rows = bench_model(name, device, run_args, paths)
+            model_rows, limits = bench_model(name, device, run_args, paths)
             rows += model_rows
+            rooflines.append(limits)
             if args.whole_photos is not None:
                 exact = [r for r in model_rows if r["psnr_db"] >= PSNR_GOAL_DB]
                 best = max(exact, key=lambda r: r["faces_per_s"])
@@ -437,11 +511,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 photo_rows += bench_whole_photos(name, device, run_args, spec)
     head = headline(rows)
+    if head:
+        limits = next(r for r in rooflines if (r["model"], r["device"]) == (head["model"], head["device"]))
+        head["fp32_ceiling_speedup"] = limits["fp32_ceiling_speedup"]
     env["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     report = {
         "environment": env,
         "settings": {k: str(v) for k, v in vars(args).items()},
         "paths": rows,
+        "roofline": rooflines,
         "whole_photo": photo_rows,
         "headline": head,
     }
@@ -454,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"HEADLINE {head['model']} {head['device']}: fastest path with PSNR >= {PSNR_GOAL_DB:.0f} dB is "
             f"'{head['path']}' at {head['faces_per_s']:.3f} faces/s = {head['speedup']:.2f}x fp32 eager batch-1 "
-            f"({head['reference_faces_per_s']:.3f} faces/s)"
+            f"({head['reference_faces_per_s']:.3f} faces/s); fp32 matmul-peak ceiling {head['fp32_ceiling_speedup']:.2f}x"
         )
     return 0
 

@@ -61,6 +61,27 @@ def test_eval_writes_csv_summary_and_resumes(pairs, tmp_path, capsys):
     assert all(again[k]["psnr_y"] for k in again)
 
 
+def test_eval_recomputes_rows_whose_files_changed(pairs, tmp_path):
+    """A CSV reused for another prediction folder (same names) or for new restorations is not stale."""
+    gt_dir, pred_dir = pairs
+    out = tmp_path / "results.csv"
+    args = ["eval", "--gt", str(gt_dir), "--metrics", "psnr", "-o", str(out), "--no-plots"]
+    assert main([*args, "--pred", str(pred_dir)]) == 0
+    first = _rows(out)
+    assert all(len(row["signature"]) == 20 for row in first.values())
+
+    other = tmp_path / "other"
+    for name in first:
+        write_rgb(other / name, read_rgb(gt_dir / name))  # perfect predictions under the same names
+    assert main([*args, "--pred", str(other)]) == 0
+    assert all(row["psnr"] == "inf" for row in _rows(out).values())
+
+    write_rgb(other / "img2.png", read_rgb(pred_dir / "img2.png"), overwrite=True)  # restored again
+    assert main([*args, "--pred", str(other)]) == 0
+    again = _rows(out)
+    assert again["img2.png"]["psnr"] == first["img2.png"]["psnr"] and again["img0.png"]["psnr"] == "inf"
+
+
 def test_eval_reports_and_skips_bad_files(pairs, tmp_path, capsys):
     gt_dir, pred_dir = pairs
     (pred_dir / "img1.png").write_bytes(b"\x89PNG truncated")

@@ -3,8 +3,11 @@ resumable per-image CSV, then set-level metrics (FID/KID) and the summary report
 
 Pairing: a prediction ``PRED/a/b.png`` is paired with the GT file of the same relative path and stem
 (any image extension), e.g. ``GT/a/b.jpg``. Resuming: rows already in the CSV whose requested
-columns are all filled are not recomputed; the CSV is rewritten atomically after every batch, so an
-interrupted run loses at most one batch. Unreadable or unpaired images are reported on stderr,
+columns are all filled are not recomputed, as long as the row's ``signature`` (a hash of the
+prediction's and the GT's bytes and of the settings that change values) still matches: a CSV reused
+for another prediction folder, or for restorations made again, is recomputed instead of reporting
+stale rows. The CSV is rewritten atomically after every batch, so an interrupted run loses at most
+one batch. Unreadable or unpaired images are reported on stderr,
 counted as failures and skipped.
 """
 
@@ -65,6 +68,18 @@ def _key(rel: Path) -> str:
 def gt_index(gt_dir: Path, recursive: bool) -> dict[str, Path]:
     """Relative path without extension -> GT file."""
     return {_key(rel): path for path, rel in list_images([gt_dir], recursive=recursive)}
+
+
+def pair_signature(pred: Path, gt: Path | None, cfg: EvalConfig) -> str:
+    """Hash of what a row's values depend on: both files' bytes and the value-changing settings."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=10)
+    for path in (pred, gt):
+        digest.update(b"|" if path is None else path.read_bytes())
+        digest.update(b"\0")
+    digest.update(f"{cfg.resize_to_gt}|{cfg.crop_border}|{cfg.ids_model}|{cfg.arcface_weights}".encode())
+    return digest.hexdigest()
 
 
 def read_results_csv(path: Path) -> dict[str, dict[str, str]]:
@@ -276,6 +291,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = None) -> EvalR
     columns = [c for m in per_image for c in metric_spec(m).columns]
     rows: dict[str, dict[str, Any]] = dict(read_results_csv(cfg.out_csv))
     failures: list[str] = []
+    signatures: dict[str, str] = {}
     todo = []
     for path, rel in pred_files:
         key = rel.as_posix()
@@ -286,6 +302,14 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = None) -> EvalR
         if needs_gt and gt_path is None:
             failures.append(f"{path}: no GT image named {gt_key}.* in {cfg.gt_dir}")
             continue
+        try:
+            signature = pair_signature(path, gt_path, cfg)
+        except OSError as exc:
+            failures.append(f"{path}: cannot read ({exc.strerror or exc})")
+            continue
+        signatures[key] = signature
+        if rows.get(key, {}).get("signature") != signature:  # another file or setting under this name
+            rows.pop(key, None)
         done = rows.get(key, {})
         missing = [m for m in per_image if any(done.get(c, "") in ("", None) for c in metric_spec(m).columns)]
         if missing:
@@ -311,7 +335,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = None) -> EvalR
                 if not items:
                     continue
                 for key, vals in _compute_robustly(computer, metric, items, failures, log):
-                    rows.setdefault(key, {"file": key}).update(vals)
+                    rows.setdefault(key, {"file": key, "signature": signatures[key]}).update(vals)
             write_results_csv(cfg.out_csv, rows, columns)
             bar.update(len(batch))
         bar.close()

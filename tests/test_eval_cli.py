@@ -156,7 +156,7 @@ def test_make_testset_celeba_protocol(tmp_path):
                  "-o", str(tmp_path / "e.csv"), "--no-plots"]) == 0
 
 
-def test_eval_sweep_restores_and_tabulates(tmp_path):
+def test_eval_sweep_restores_and_tabulates(tmp_path, capsys):
     rng = np.random.default_rng(2)
     lq, gt = tmp_path / "lq", tmp_path / "gt"
     for i in range(3):
@@ -173,4 +173,10 @@ def test_eval_sweep_restores_and_tabulates(tmp_path):
     assert restored.shape == (48, 48, 3)  # resized back to the GT size
     mtime = (out / "w1_q0.9" / "a0.png").stat().st_mtime_ns
     assert main(args) == 0  # resumes: existing restorations are kept
+    assert (out / "w1_q0.9" / "a0.png").stat().st_mtime_ns == mtime
+
+    # another model's run into the same folder would reuse these restorations as its own: refused
+    other = [a if a != "iqpfr-tiny" else "codeformer-tiny" for a in args]
+    assert main(other) == 2
+    assert "holds the results of another run (differs in: model)" in capsys.readouterr().err
     assert (out / "w1_q0.9" / "a0.png").stat().st_mtime_ns == mtime

@@ -81,8 +81,12 @@ def load_restoration_model(
         name = model or default_model_name()
         if name not in list_models():
             raise ModelUnavailableError(f"unknown architecture {name!r}; known: {', '.join(list_models())}")
-        net = create_model(name)
-        return net.eval(), f"{name} (RANDOMLY INITIALISED: output is noise, for tests/demos only)"
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # seeded: a demo or test gives the same output every run
+            torch.manual_seed(0)
+            net = create_model(name)
+        return net.eval(), f"{name} (RANDOMLY INITIALISED with seed 0: output is noise, for tests/demos only)"
 
     source = weights if weights is not None else model
     if source is None:

@@ -4,7 +4,9 @@ each run with :func:`iqpfr.eval.runner.evaluate`, and tabulate the means.
 Layout of the output folder: ``w<w>_q<q>/`` (restored PNGs, same names as the LQ files),
 ``w<w>_q<q>.csv`` (+ summaries) per setting, ``sweep.csv`` / ``sweep.md`` (one row per setting) and
 ``sweep_plots/<quality>_vs_<fidelity>.png`` quality-vs-fidelity curves. Restored images that exist
-are not recomputed and evaluation resumes from the per-setting CSVs, so an interrupted sweep continues.
+are not recomputed and evaluation resumes from the per-setting CSVs, so an interrupted sweep continues;
+``run.json`` records the model's fingerprint and the LQ folder, and a folder that holds another run
+is refused rather than mixed (its restorations would otherwise be reused as if this model made them).
 Faces must be aligned crops; they are resized to the network's input size and the outputs back to the
 GT size (or the LQ size without GT).
 """
@@ -27,6 +29,49 @@ class SweepSettings:
     ws: Sequence[float] = (0.0, 0.5, 1.0)
     qualities: Sequence[float] = (0.9,)
     batch_size: int = 4
+
+
+def model_fingerprint(model) -> str:
+    """Hash of a model's weights and constructor settings (e.g. ``adain``): equal models, equal hash."""
+    import hashlib
+    import json
+
+    import torch
+
+    digest = hashlib.blake2b(digest_size=12)
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(json.dumps(getattr(model, "config", {}), sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def claim_output_folder(out_dir: Path, stamp: dict[str, Any]) -> None:
+    """Record ``stamp`` (what the folder's files depend on) in ``out_dir/run.json``, or refuse the folder.
+
+    Resuming is only safe when the files already there were made by the same run; a folder holding
+    another model's (or another test set's) results raises ``ValueError`` naming what differs.
+    """
+    import json
+
+    from iqpfr.utils.fs import atomic_write_text
+
+    path = out_dir / "run.json"
+    stamp = json.loads(json.dumps(stamp, default=str))
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: unreadable ({exc}); choose another output folder") from None
+        differs = sorted(k for k in set(old) | set(stamp) if old.get(k) != stamp.get(k))
+        if differs:
+            raise ValueError(f"{out_dir} holds the results of another run (differs in: {', '.join(differs)}); "
+                             "choose another output folder")
+        return
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"{out_dir} is not empty and has no run.json; choose another output folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(stamp, indent=2, sort_keys=True) + "\n")
 
 
 def setting_name(w: float, q: float) -> str:
@@ -88,6 +133,8 @@ def run_sweep(model, lq_dir: Path, out_dir: Path, eval_cfg: EvalConfig, settings
     from iqpfr.utils.device import resolve_device
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    claim_output_folder(out_dir, {"model": model_fingerprint(model), "lq": Path(lq_dir).resolve(),
+                                  "gt": None if eval_cfg.gt_dir is None else Path(eval_cfg.gt_dir).resolve()})
     device = resolve_device(eval_cfg.device)
     model = model.to(device).eval()
     gts = gt_index(eval_cfg.gt_dir, False) if eval_cfg.gt_dir is not None else {}

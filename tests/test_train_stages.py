@@ -263,3 +263,46 @@ def test_stage2_train_only_tunes_just_the_quality_rows(stage1_run, tmp_path):
     first = read_weights(f"{cfg2.run_dir}/model_ema.safetensors")
     changed = {k for k in after if not torch.equal(first[k], after[k])}
     assert changed == {"quality_embed.weight"}, changed
+
+
+def test_quality_rows_line_projection():
+    """project_quality_rows_to_line: the anchor row stays, the rows lie on one line through it at the
+    fixed offsets, and projecting again changes nothing."""
+    from types import SimpleNamespace
+
+    from iqpfr.models.conditioning import QualityEmbedding
+    from iqpfr.train.stage2 import line_offsets, project_quality_rows_to_line
+
+    torch.manual_seed(0)
+    model = SimpleNamespace(quality_embed=QualityEmbedding((2, 3, 3), num_buckets=10))
+    anchor = model.quality_embed.weight[9].clone()
+    assert line_offsets(10, 9).tolist() == pytest.approx([(k - 9) / 9 for k in range(10)])
+    direction = project_quality_rows_to_line(model, 9)
+    rows = model.quality_embed.weight.detach()
+    assert torch.equal(rows[9], anchor)
+    torch.testing.assert_close(rows, anchor + line_offsets(10, 9)[:, None] * direction)
+    again = rows.clone()
+    project_quality_rows_to_line(model, 9)
+    torch.testing.assert_close(model.quality_embed.weight.detach(), again)
+
+
+def test_stage2_quality_rows_line_keeps_the_default_row(stage1_run, tmp_path):
+    """stage2.quality_rows_line: after training, row 9 (q = 0.9) is the start's row 9 bit for bit and the
+    other rows are row 9 + o_k v with one learned direction v != 0."""
+    from iqpfr.train.stage2 import line_offsets
+    from iqpfr.train.stages import read_weights
+
+    init = f"{stage1_run[0].run_dir}/model_ema.safetensors"
+    common = [f"model.init={init}", "ema_decay=0", "stage2.train_only=[quality_embed.]"]
+    cfg = tiny_config(2, tmp_path / "line", *common, "total_steps=3", "stage2.quality_rows_line=true",
+                      "optim.quality_embed_lr_scale=10")
+    train(cfg, progress=False)
+    torch.manual_seed(0)
+    start_cfg = tiny_config(2, tmp_path / "start", *common, "total_steps=1", "optim.lr=0")
+    train(start_cfg, progress=False)
+    start = read_weights(f"{start_cfg.run_dir}/model_ema.safetensors")["quality_embed.weight"]
+    rows = read_weights(f"{cfg.run_dir}/model_ema.safetensors")["quality_embed.weight"]
+    assert torch.equal(rows[9], start[9])
+    direction = (rows[0] - rows[9]) / line_offsets(10, 9)[0]
+    assert direction.abs().max() > 0
+    torch.testing.assert_close(rows, rows[9] + line_offsets(10, 9)[:, None] * direction, rtol=1e-5, atol=1e-6)

@@ -110,6 +110,12 @@ class Stage2Config:
     # noise, which the Transformer learns to ignore. From equal rows, only what the targets tell
     # apart (e.g. quality-augmented copies) makes them differ. No effect on a resumed run.
     quality_rows_reset: bool = False
+    # keep the quality rows on a line through the default quality's row: row_k = row_d + o_k * v with
+    # o_k = (k - d) / max|k - d| and one learned direction v (after every optimiser step the rows are
+    # projected back onto that line; row_d gets no gradient). Starts from equal rows (v = 0), so the
+    # output at the default quality never changes, and every sample, whatever its bucket, trains the
+    # same direction instead of one of ten independent rows.
+    quality_rows_line: bool = False
     # parameter-name prefixes to train (empty: all but the frozen VQGAN parts); ["quality_embed."]
     # tunes only the quality condition of a finished model, leaving what it restores at q untouched
     train_only: list[str] = field(default_factory=list)

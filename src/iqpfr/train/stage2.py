@@ -131,6 +131,25 @@ def reset_quality_rows(model: nn.Module) -> int:
     return row
 
 
+def line_offsets(num_rows: int, anchor: int, device=None, dtype=None) -> torch.Tensor:
+    """(num_rows,) offsets of the rows along the quality line: (k - anchor) / max|k - anchor|."""
+    k = torch.arange(num_rows, device=device, dtype=dtype)
+    span = max(anchor, num_rows - 1 - anchor)
+    return (k - anchor) / span
+
+
+@torch.no_grad()
+def project_quality_rows_to_line(model: nn.Module, anchor: int) -> torch.Tensor:
+    """Rows become ``row[anchor] + o_k * v``, ``v`` the least-squares direction of the current rows
+    (``sum_k o_k (row_k - row[anchor]) / sum_k o_k^2``); returns ``v`` (D,)."""
+    weight = model.quality_embed.weight
+    offsets = line_offsets(weight.shape[0], anchor, weight.device, weight.dtype)
+    base = weight[anchor].clone()
+    direction = (offsets[:, None] * (weight - base)).sum(0) / offsets.pow(2).sum()
+    weight.copy_(base + offsets[:, None] * direction)
+    return direction
+
+
 class Stage2(Stage):
     name = "stage2"
 
@@ -142,6 +161,17 @@ class Stage2(Stage):
             for name, p in self.model.named_parameters():
                 if not name.startswith(tuple(s2.train_only)):
                     p.requires_grad_(False)
+        self.quality_anchor = None
+        if s2.quality_rows_line:
+            if getattr(self.model, "quality_embed", None) is None:
+                raise ValueError("stage2.quality_rows_line: the model has no quality embedding")
+            if cfg.optim.weight_decay > 0:  # decay would move the fixed row despite its zero gradient
+                raise ValueError("stage2.quality_rows_line needs optim.weight_decay=0")
+            embed = self.model.quality_embed
+            self.quality_anchor = int(embed.bucket(torch.tensor([self.model.default_quality]))[0])
+            anchor = self.quality_anchor
+            # the default quality's row is the line's fixed point: no gradient, so Adam never moves it
+            embed.weight.register_hook(lambda grad: grad.index_fill(0, torch.tensor([anchor], device=grad.device), 0))
         self.targets = build_targets(cfg, self.device)
         self.networks = {"net_g": self.model}
         self.make_optimizer("g", self.model.parameters(), cfg.optim.lr, self.quality_lr_scales(self.model))
@@ -155,7 +185,7 @@ class Stage2(Stage):
                 p.requires_grad_(False)
 
     def on_fresh_start(self) -> None:
-        if self.cfg.stage2.quality_rows_reset:
+        if self.cfg.stage2.quality_rows_reset or self.cfg.stage2.quality_rows_line:
             reset_quality_rows(self.model)
             self.ema = self.make_ema(self.model)
 
@@ -199,6 +229,9 @@ class Stage2(Stage):
                 (total / n).backward()
             add("loss", total)
         self.clip_and_step("g")
+        if self.quality_anchor is not None:
+            direction = project_quality_rows_to_line(self.model, self.quality_anchor)
+            logs["quality_line_rms"] = direction.pow(2).mean().sqrt()
         self.ema.update(self.model)
         return logs
 

@@ -120,9 +120,10 @@ def test_validation_faces_beat_bicubic_on_naturalness(restorer):
 
 
 def test_quality_target_and_hq_branch_raise_the_learned_score(shipped, face_iqa):
-    """The shipped model on the 10 validation faces ('large', seed 0; w 0.5): the mean face-iqa is
-    higher at q = 0.9 than at q = 0.1, and higher with the HQ+ branch (alpha 0.8) than without it.
-    (A re-finalised file with AdaIN on would fail both: MODEL_CARD.md, session 4.)"""
+    """The shipped model on the 10 validation faces ('large', seed 0; w 0.5): the mean face-iqa rises
+    with the quality target (q = 0.1 < 0.5 < 0.9), and is higher with the HQ+ branch (alpha 0.8) than
+    without it. Its quality rows lie on one line through the q = 0.9 row (stage2.quality_rows_line).
+    (A re-finalised file with AdaIN on would fail: MODEL_CARD.md, session 4.)"""
     from iqpfr.models.checkpoint import load_model
 
     model = load_model(shipped).float().eval()
@@ -141,6 +142,10 @@ def test_quality_target_and_hq_branch_raise_the_learned_score(shipped, face_iqa)
             big = torch.nn.functional.interpolate(out, size=512, mode="bicubic", align_corners=False)
             return float(face_iqa(big.clamp(0, 1)).mean())
 
-    high = score(0.9, 0.8)
-    assert high > score(0.1, 0.8) + 0.005
+    rows = model.quality_embed.weight.detach().float()
+    direction = rows[0] - rows[9]
+    offsets = torch.arange(10.0) / 9 - 1  # (k - 9) / 9
+    torch.testing.assert_close(rows, rows[9] - offsets[:, None] * direction, atol=2e-3, rtol=1e-3)  # fp16 file
+    low, mid, high = score(0.1, 0.8), score(0.5, 0.8), score(0.9, 0.8)
+    assert low + 0.004 < mid < high - 0.004, (low, mid, high)
     assert high > score(0.9, 0.0) + 0.02

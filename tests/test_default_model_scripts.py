@@ -225,6 +225,10 @@ def test_device_run_sh_and_acceptance_tiny(tmp_path):
     assert rc == (0 if report["all_pass"] else 1)
     assert report["faces"] == 2 and len(report["quality_sweep"]) == 9 and len(report["rows"]) == 6
     assert (tmp_path / "acc" / "acceptance.md").read_text().count("|") > 30
+    # the same folder for another model (here: AdaIN forced the other way) would mix two runs' files
+    flipped = "off" if model.config.get("adain", True) else "on"
+    with pytest.raises(SystemExit, match="holds the results of another run"):
+        acc.main(["--weights", str(model_file), "-o", str(tmp_path / "acc"), "--limit", "2", "--adain", flipped])
 
 
 def test_stage3_inputs_on_a_warm_machine_use_this_runs_folder(tmp_path):

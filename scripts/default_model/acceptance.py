@@ -3,7 +3,8 @@
     python3 scripts/default_model/acceptance.py                       # the shipped default model
     python3 scripts/default_model/acceptance.py --weights FILE.safetensors -o runs/acceptance_x
 
-Protocol (everything seeded, re-runs reproduce the numbers and resume from the files written):
+Protocol (everything seeded, re-runs reproduce the numbers and resume from the files written; OUT's
+``run.json`` names the model and test set, and another model's or test set's OUT is refused):
 
 * Validation faces ``../shared/data/gpen_ffhq10`` (never trained on), degraded with the "large"
   preset, seed 0, at 512 px (``iqpfr make-testset --protocol large --seed 0``).
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from iqpfr.eval.sweep import claim_output_folder, model_fingerprint
     from iqpfr.eval.testset import make_testset
     from iqpfr.io import list_images
     from iqpfr.models.checkpoint import load_model
@@ -181,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     preset = getattr(model, "preset", None) or "iqpfr-256"
     hq = [p for p, _ in list_images([args.val])]
     hq = hq[: args.limit] if args.limit else hq
+    # everything in OUT is resumed; it must come from this model (AdaIN setting included) and test set
+    try:
+        claim_output_folder(out, {"model": model_fingerprint(model), "val": args.val.resolve(), "seed": args.seed,
+                                  "size": args.size, "limit": args.limit})
+    except ValueError as exc:
+        raise SystemExit(f"acceptance: {exc}") from None
     make_testset(hq, out / "testset", protocol="large", seed=args.seed, size=args.size, progress=False,
                  log=lambda m: None)
     lq_dir, gt_dir = out / "testset" / "lq", out / "testset" / "gt"

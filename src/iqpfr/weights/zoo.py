@@ -108,7 +108,7 @@ _ENTRIES = (
         kind="restoration",
         architecture="iqpfr-128",
         embedded=True,
-        sha256="d5b7676fd43be9b6d27d88c99d01593347ae7ad4140effe846f491e9e161dcc3",
+        sha256="796ae7ead0db22d56caba1c41bd868a73b6e8e2217d1e1094231e9e2d58cffff",
         size=12_117_062,
         licence="Apache-2.0 (iqpfr code); weights trained by the iqpfr project on FFHQ "
         "(CC BY-NC-SA 4.0 data): non-commercial, see MODEL_CARD.md",

@@ -4,8 +4,10 @@ For each model and device: faces/s of each path (``iqpfr.inference.prepare_for_i
 its speed-up over the fp32 eager NCHW batch-1 reference on the same weights and inputs, and its output
 difference from that reference (max |diff| of the raw output, PSNR of the displayed image, share of
 equal code indices). Optionally the whole-photo pipeline (detection + alignment + network + paste,
-``iqpfr.FaceRestorer``) on a folder of photos. Prints a table whose last line is the headline ratio
-and writes everything to JSON.
+``iqpfr.FaceRestorer``) on a folder of photos. Per model and device also a roofline: the GFLOP of one
+face, the GFLOP/s of each path, the device's fp32 (and bf16) matrix-product peak measured in the same
+run, and the largest speed-up an fp32 path at that peak could reach. Prints a table whose last line
+is the headline ratio and writes everything to JSON.
 
     python benchmarks/inference.py                                  # CodeFormer + GFPGAN, CPU (+ CUDA)
     python benchmarks/inference.py --models codeformer-tiny --faces 4 --repeats 1   # smoke test

@@ -162,15 +162,14 @@ def matmul_peak_gflops(device: str, dtype: torch.dtype, repeats: int = 5) -> flo
     return 2 * n**3 / best / 1e9
 
 
-def roofline(name: str, model: torch.nn.Module, device: str, size: int, w: float, reference_fps: float,
-             with_bf16: bool) -> dict:
-    """What the hardware allows: per-face work, matmul peaks, and the best possible speed-up in fp32.
+def roofline(name: str, gflop: float, device: str, reference_fps: float, with_bf16: bool) -> dict:
+    """What the hardware allows for a model of ``gflop`` per face (``gflop_per_face``): matmul peaks and
+    the best possible speed-up in fp32.
 
     A path at the fp32 peak runs ``peak / GFLOP-per-face`` faces/s; dividing by the reference gives
     the largest speed-up any exact fp32 kernel could reach on this device. Only lower precision (bf16
     on hardware that has it) or less work can go beyond it.
     """
-    gflop = gflop_per_face(model, size, w)
     peaks = {"fp32": matmul_peak_gflops(device, torch.float32)}
     if with_bf16:
         peaks["bf16"] = matmul_peak_gflops(device, torch.bfloat16)
@@ -318,7 +317,7 @@ def bench_model(name: str, device: str, args, paths: list[PathSpec]) -> tuple[li
         rows.append(row)
         print(format_row(row), flush=True)
     with_bf16 = any(p.precision.startswith("bf16") for p in paths)
-    limits = roofline(name, model, device, size, args.w, rows[0]["faces_per_s"], with_bf16)
+    limits = roofline(name, gflop, device, rows[0]["faces_per_s"], with_bf16)
     print(format_roofline(limits), flush=True)
     return rows, limits
 

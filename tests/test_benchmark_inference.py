@@ -59,3 +59,9 @@ def test_smoke_run_writes_paths_roofline_and_headline(tmp_path, monkeypatch, cap
     assert limits["fp32_ceiling_speedup"] == pytest.approx(ceiling, rel=1e-9)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("HEADLINE codeformer-tiny cpu") and "ceiling" in last
+    from iqpfr.kernels import cpu_kernels_available
+
+    if cpu_kernels_available()[0]:  # the kernel paths are timed when they build (--cpu-kernels auto)
+        kernel_rows = [r for r in rows if r["cpu_kernels"]]
+        assert [r["path"] for r in kernel_rows] == ["fp32 cl kernels eager b1", "fp32 cl kernels eager b2"]
+        assert all(r["index_agreement"] == 1.0 for r in kernel_rows)

@@ -19,6 +19,9 @@ What each setting does (all compute the same function up to rounding; tolerances
 * ``compile``: ``torch.compile`` (Inductor; on CPU with weight freezing). Shapes are kept fixed by
   padding the last chunk, so one compilation serves every call.
 * ``cuda_graphs``: CUDA graphs on top of ``compile`` (removes per-kernel launch overhead at small batch).
+* ``cpu_kernels``: iqpfr's own CPU kernels (``iqpfr.kernels``, compiled on first use): 3x3 convolutions
+  by Winograd F(4x4, 3x3), a quarter of the multiply-adds, and GroupNorm+SiLU and residual adds fused.
+  fp32 on the CPU only; outputs differ from the reference by about 1e-5 relative (code indices equal).
 """
 
 from __future__ import annotations
@@ -101,12 +104,14 @@ class InferenceSettings:
     batch_size: int
     backend: str = "torch"
     workers: int = 1
+    cpu_kernels: bool = False
 
     def label(self) -> str:
         if self.backend == "onnxruntime":
             parallel = f" x{self.workers}" if self.workers > 1 else ""
             return f"onnxruntime {self.precision} b{self.batch_size}{parallel}"
         parts = [self.precision, "channels_last" if self.channels_last else "nchw"]
+        parts += ["cpu_kernels"] if self.cpu_kernels else []
         parts += ["compiled"] if self.compile else ["eager"]
         parts += ["cuda_graphs"] if self.cuda_graphs else []
         return f"{'+'.join(parts)} b{self.batch_size}"
@@ -299,6 +304,7 @@ def prepare_for_inference(
     batch_size: int = 8,
     backend: str = "torch",
     workers: int = 1,
+    cpu_kernels: bool = False,
 ) -> InferenceRunner | OnnxRuntimeRunner:
     """Put ``model`` in inference form (eval, no grad, on ``device``, chosen layout) and wrap it.
 
@@ -310,6 +316,8 @@ def prepare_for_inference(
     network: ``runner(lq, w=None, quality=None) -> RestoreOutput``. ``workers`` (onnxruntime only):
     chunks of ``batch_size`` faces run this many at a time, each on 1/``workers`` of the threads (on a
     few cores, two one-thread faces at once can beat one face on two threads; same outputs).
+    ``cpu_kernels`` (CPU, fp32, no compile): Winograd convolutions and fused GroupNorm+SiLU from
+    ``iqpfr.kernels`` (built on first use; ``iqpfr.kernels.KernelsUnavailable`` says why when it cannot be).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -329,15 +337,26 @@ def prepare_for_inference(
         raise ValueError("cuda_graphs needs device=cuda and compile=True")
     settings = InferenceSettings(
         device=str(dev),
-        precision=resolve_precision(precision, dev),
-        channels_last=True if channels_last is None else bool(channels_last),
+        # the kernels are fp32: with them, auto means fp32 even where bf16 is native
+        precision=resolve_precision("fp32" if cpu_kernels and precision == "auto" else precision, dev),
+        channels_last=True if (channels_last is None or cpu_kernels) else bool(channels_last),
         compile=bool(compile),
         cuda_graphs=bool(cuda_graphs),
         batch_size=int(batch_size),
+        cpu_kernels=bool(cpu_kernels),
     )
+    if settings.cpu_kernels and (dev.type != "cpu" or settings.precision != "fp32" or settings.compile):
+        raise ValueError(
+            f"cpu_kernels run fp32 eager on the CPU; got device={dev}, precision={settings.precision}, "
+            f"compile={settings.compile}"
+        )
     model.eval().requires_grad_(False).to(dev)
-    if settings.channels_last:
+    if settings.channels_last:  # always with cpu_kernels: they read and write channels-last activations
         to_channels_last(model)
+    if settings.cpu_kernels:
+        from iqpfr.kernels.modules import use_cpu_kernels
+
+        use_cpu_kernels(model)
     if settings.precision in FP32_SUBMODULES:
         for name in FP32_SUBMODULES[settings.precision]:
             sub = getattr(model, name, None)

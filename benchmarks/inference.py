@@ -154,7 +154,7 @@ def gflop_per_face(model: torch.nn.Module, size: int, w: float) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def matmul_peak_gflops(device: str, dtype: torch.dtype, repeats: int = 5) -> float:
+def matmul_peak_gflops(device: str, dtype: torch.dtype, repeats: int = 10) -> float:
     """Best GFLOP/s of a large square matrix product: the practical peak of ``device`` in ``dtype``."""
     n = 2048 if device == "cpu" else 8192
     a = torch.randn(n, n, device=device).to(dtype)

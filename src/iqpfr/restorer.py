@@ -259,12 +259,14 @@ class FaceRestorer:
         offline: bool = False,
         precision: str = "fp32",
         backend: str = "torch",
+        cpu_kernels: bool = False,
     ) -> FaceRestorer:
         """Load a restorer from a zoo name, a weight file, or the embedded default (``None``).
 
         ``model`` names the architecture for a bare weight file, or (with ``random_init=True``) the
         preset to build with random weights (tests and demos only). ``precision`` (``fp32`` reference,
-        ``bf16``, ``auto``) and ``backend`` (``torch``, ``onnxruntime``) select a fast path of
+        ``bf16``, ``auto``), ``backend`` (``torch``, ``onnxruntime``) and ``cpu_kernels`` (Winograd
+        convolutions, fused GroupNorm+SiLU; CPU fp32) select a fast path of
         ``iqpfr.inference.prepare_for_inference``; the defaults run the network unchanged.
         """
         if random_init:
@@ -272,11 +274,13 @@ class FaceRestorer:
             net, description = load_restoration_model(architecture, None, random_init=True)
         else:
             net, description = load_restoration_model(model, name_or_path, offline=offline)
-        if precision != "fp32" or backend != "torch":
+        if precision != "fp32" or backend != "torch" or cpu_kernels:
             from iqpfr.inference import prepare_for_inference
 
-            net = prepare_for_inference(net, device=device, precision=precision, backend=backend)
-            description = f"{description} [{precision}, {backend}]"
+            net = prepare_for_inference(
+                net, device=device, precision=precision, backend=backend, cpu_kernels=cpu_kernels
+            )
+            description = f"{description} [{net.settings.label()}]"
         return cls(net, device=device, detector=detector, description=description, offline=offline)
 
     @property

@@ -15,6 +15,7 @@ kernels into a network. Nothing here is imported by ``import iqpfr``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import platform
 import shutil
 import sys
@@ -87,6 +88,8 @@ def build_and_import(verbose: bool = False) -> ModuleType:
     if shutil.which("c++") is None and shutil.which("g++") is None and shutil.which("clang++") is None:
         raise KernelsUnavailable("iqpfr CPU kernels need a C++ compiler (c++, g++ or clang++ on PATH)")
     try:
+        # its import warns that no CUDA runtime is found, which is irrelevant to a CPU build
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         from torch.utils import cpp_extension
 
         cpp_extension.verify_ninja_availability()

@@ -181,3 +181,31 @@ def test_build_directory_depends_on_the_source(monkeypatch, tmp_path):
     monkeypatch.setattr(kernels_pkg, "SOURCE", changed)
     assert kernels_pkg.build_directory() != first
     assert kernels_pkg.build_directory().parent == first.parent
+
+
+def test_restore_cli_with_cpu_kernels(kernels, tmp_path, capsys):
+    import importlib.resources
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    from iqpfr.cli import main
+
+    astronaut = Path(str(importlib.resources.files("iqpfr") / "assets" / "astronaut_degraded.jpg"))
+    crop = tmp_path / "face.png"
+    Image.open(astronaut).crop((150, 40, 310, 200)).save(crop)
+    outputs = {}
+    for flag in ([], ["--cpu-kernels"]):
+        out = tmp_path / ("kernels" if flag else "plain")
+        code = main(["restore", str(crop), "-o", str(out), "--model", "codeformer-tiny", "--random-init",
+                     "--device", "cpu", "--has_aligned", "--json", str(out / "report.json"), *flag])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        outputs[bool(flag)] = Image.open(out / "restored_faces" / "face_00.png")
+    assert "cpu_kernels" in err  # the model line names the path
+    assert json.loads((tmp_path / "kernels" / "report.json").read_text())["settings"]["cpu_kernels"] is True
+    import numpy as np
+
+    diff = np.abs(np.asarray(outputs[True], np.int16) - np.asarray(outputs[False], np.int16))
+    assert diff.max() <= 1  # the same image up to 8-bit rounding

@@ -209,3 +209,22 @@ def test_restore_cli_with_cpu_kernels(kernels, tmp_path, capsys):
 
     diff = np.abs(np.asarray(outputs[True], np.int16) - np.asarray(outputs[False], np.int16))
     assert diff.max() <= 1  # the same image up to 8-bit rounding
+
+
+def test_output_buffers_are_reused_only_after_release(kernels):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 8, 8, 16, generator=g)
+    filt = winograd_filter(torch.randn(16, 16, 3, 3, generator=g))
+    kernels.pool_release()
+    first = kernels.winograd_conv3x3(x, filt, None, None, 4)
+    second = kernels.winograd_conv3x3(x, filt, None, None, 4)  # `first` is alive: a different buffer
+    assert first.data_ptr() != second.data_ptr() and torch.equal(first, second)
+    pointer, expected = first.data_ptr(), first.clone()
+    del first
+    assert kernels.pool_idle_bytes() >= expected.numel() * 4  # handed back to the pool
+    third = kernels.winograd_conv3x3(x * 2, filt, None, None, 4)
+    assert third.data_ptr() == pointer  # the released buffer serves the next output of that size
+    assert torch.allclose(third, 2 * expected, rtol=1e-5, atol=1e-5) and torch.equal(second, expected)
+    del second, third
+    kernels.pool_release()
+    assert kernels.pool_idle_bytes() == 0

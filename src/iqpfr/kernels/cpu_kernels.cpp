@@ -15,7 +15,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -155,6 +158,78 @@ void transform_output_tiles(const float* M, const Geometry& g, int64_t first, in
   }
 }
 
+// Outputs and scratch come from a pool of reused buffers. A fresh large buffer costs a page fault
+// per 4 KiB the first time it is written (the kernel zeroes each page): ~30 ms for a 64 MiB
+// activation, as long as a whole Winograd pass over it. The pool keeps buffers of released tensors
+// (their storage's deleter hands them back) for the next tensor of the same size: a network's layers
+// repeat their shapes from face to face, so after the first face nothing is faulted in again.
+// The pool is local to these kernels; PyTorch's own allocations are untouched.
+class BufferPool {
+ public:
+  static constexpr size_t kMaxIdleBytes = size_t(2) << 30;  // idle buffers beyond this are freed
+
+  void* take(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = idle_.find(bytes);
+      if (it != idle_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        idle_bytes_ -= bytes;
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    TORCH_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes");
+    return p;
+  }
+
+  void give_back(void* p, size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (idle_bytes_ + bytes <= kMaxIdleBytes) {
+        idle_[bytes].push_back(p);
+        idle_bytes_ += bytes;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+  size_t idle_bytes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return idle_bytes_;
+  }
+
+  void release() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& entry : idle_) {
+      for (void* p : entry.second) std::free(p);
+    }
+    idle_.clear();
+    idle_bytes_ = 0;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<void*>> idle_;
+  size_t idle_bytes_ = 0;
+};
+
+BufferPool& pool() {
+  static BufferPool* instance = new BufferPool();  // never destroyed: tensors may outlive static teardown
+  return *instance;
+}
+
+torch::Tensor pooled_empty(at::IntArrayRef sizes) {
+  int64_t count = 1;
+  for (int64_t s : sizes) count *= s;
+  const size_t bytes = std::max<size_t>(1, size_t(count) * sizeof(float));
+  void* p = pool().take(bytes);
+  return torch::from_blob(
+      p, sizes, [bytes](void* q) { pool().give_back(q, bytes); }, torch::TensorOptions().dtype(torch::kFloat32));
+}
+
 void check_nhwc(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32, name, " must be a float32 CPU tensor");
   TORCH_CHECK(t.dim() == 4 && t.is_contiguous(), name, " must be a contiguous (N, H, W, C) tensor");
@@ -190,13 +265,13 @@ torch::Tensor winograd_conv3x3(torch::Tensor x, torch::Tensor filter, c10::optio
   TORCH_CHECK(chunk >= 1, "chunk must be >= 1");
   const int64_t tiles = N * g.tiles_h * g.tiles_w;
   chunk = std::min(chunk, tiles);
-  auto y = torch::empty({N, g.H, g.W, K}, x.options());
+  auto y = pooled_empty({N, g.H, g.W, K});
   auto zeros = torch::zeros({g.C}, x.options());
   const int threads = at::get_num_threads();
   std::vector<torch::Tensor> v_scratch(threads), m_scratch(threads);
   for (int i = 0; i < threads; ++i) {
-    v_scratch[i] = torch::empty({chunk, 36, g.C}, x.options());
-    m_scratch[i] = torch::empty({chunk, 36, K}, x.options());
+    v_scratch[i] = pooled_empty({chunk, 36, g.C});
+    m_scratch[i] = pooled_empty({chunk, 36, K});
   }
   const float* x_ptr = x.data_ptr<float>();
   float* y_ptr = y.data_ptr<float>();
@@ -284,7 +359,7 @@ torch::Tensor group_norm(torch::Tensor x, int64_t groups, torch::Tensor gamma, t
       }
     }
   }
-  auto y = torch::empty_like(x);
+  auto y = pooled_empty(x.sizes());
   float* y_ptr = y.data_ptr<float>();
   const float* scale_ptr = scale.data_ptr<float>();
   const float* shift_ptr = shift.data_ptr<float>();
@@ -322,9 +397,15 @@ int64_t parallel_threads() {
   return std::count(seen.begin(), seen.end(), 1);
 }
 
+// Bytes held by idle pooled buffers, and a way to free them (e.g. after a batch job).
+int64_t pool_idle_bytes() { return static_cast<int64_t>(pool().idle_bytes()); }
+void pool_release() { pool().release(); }
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("winograd_conv3x3", &winograd_conv3x3, "Winograd F(4x4,3x3) convolution of NHWC float32");
   m.def("group_norm", &group_norm, "GroupNorm (+ SiLU) of NHWC float32");
   m.def("silu", &silu, "SiLU of float32");
   m.def("parallel_threads", &parallel_threads, "threads at::parallel_for runs on");
+  m.def("pool_idle_bytes", &pool_idle_bytes, "bytes held by idle pooled buffers");
+  m.def("pool_release", &pool_release, "free the idle pooled buffers");
 }

@@ -145,6 +145,8 @@ def test_doctor_json(capsys):
     assert report["weights"]["cache"] == str(weights_dir())
     assert {f["name"] for f in report["weights"]["files"]} >= {"codeformer", "gfpgan-v1.4"}
     assert "onnxruntime" in report["extras"]
+    kernels = report["cpu_kernels"]  # reported, never built by doctor (IQPFR_HOME is a fresh folder here)
+    assert kernels["built"] is False and kernels["build_directory"].startswith(str(weights_dir().parent))
 
 
 def test_doctor_flags_corrupt_cached_file(capsys):

@@ -15,6 +15,7 @@ EXTRAS = {
     "matplotlib": ("matplotlib", "plots [plots]"),
     "gradio": ("gradio", "web demo [demo]"),
     "tensorboard": ("tensorboard", "training logs [train]"),
+    "ninja": ("ninja", "builds iqpfr's CPU kernels (--cpu-kernels) [kernels]"),
 }
 
 
@@ -53,6 +54,7 @@ def collect(cache_dir: str | None = None, rehash: bool = False) -> dict:
         },
         "weights": _weights_report(cache_dir, rehash),
         "extras": {name: _extra(name, dist, what) for name, (dist, what) in EXTRAS.items()},
+        "cpu_kernels": _kernels_report(),
     }
 
 
@@ -119,6 +121,24 @@ def _weights_report(cache_dir: str | None, rehash: bool) -> dict:
     }
 
 
+def _kernels_report() -> dict:
+    """Whether iqpfr's CPU kernels are built here, or what building them needs (nothing is built)."""
+    import shutil
+
+    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    info = {"compiler": compiler, "ninja": shutil.which("ninja"), "built": False, "build_directory": None}
+    try:
+        from iqpfr.kernels import build_directory
+
+        directory = build_directory()
+    except Exception as exc:  # torch missing or broken: reported above
+        info["error"] = str(exc)
+        return info
+    info["build_directory"] = str(directory)
+    info["built"] = directory.is_dir() and any(directory.glob("*.so"))
+    return info
+
+
 def _version(dist: str) -> str | None:
     from importlib import metadata
 
@@ -170,3 +190,12 @@ def _print(report: dict) -> None:
         state = e["version"] or "installed" if e["installed"] else "not installed"
         extra = f" providers: {', '.join(e['providers'])}" if e.get("providers") else ""
         print(f"  {name:<24} {state:<14} {e['enables']}{extra}")
+    k = report["cpu_kernels"]
+    if k["built"]:
+        state = f"built ({k['build_directory']})"
+    elif k["compiler"] and k["ninja"]:
+        state = f"not built yet: built on first use of --cpu-kernels (~30 s) with {k['compiler']}"
+    else:
+        missing = [name for name, found in (("a C++ compiler", k["compiler"]), ("ninja", k["ninja"])) if not found]
+        state = f"unavailable: needs {' and '.join(missing)}"
+    print(f"cpu kernels: {state}")

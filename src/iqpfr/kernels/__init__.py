@@ -6,6 +6,11 @@ residual fused, and a GroupNorm(+SiLU) in two passes over channels-last activati
 convolutions already run near the CPU's matrix-product peak, so doing fewer operations is the only
 way a fp32 path can go much faster (see ``benchmarks/inference.py``'s roofline).
 
+The kernels' outputs come from a pool of reused buffers: a released tensor hands its buffer back for
+the next output of the same size, so a network's large activations are not page-faulted in again at
+every layer of every face (up to 2 GiB of idle buffers are kept; ``load_cpu_kernels().pool_release()``
+frees them, ``pool_idle_bytes()`` tells how much is held).
+
 ``load_cpu_kernels()`` compiles the source with ``torch.utils.cpp_extension`` (a C++ compiler and
 ninja are needed; the first build takes about 30 s) into the iqpfr cache, keyed by the source, the
 torch version and the CPU, and imports it. ``iqpfr.kernels.modules.use_cpu_kernels(model)`` puts the

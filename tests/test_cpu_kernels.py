@@ -56,6 +56,11 @@ def test_winograd_matches_conv2d(kernels, n, c, k, h, w):
     assert relative_error(with_skip, ref + residual) < 2e-5
 
 
+def test_winograd_of_an_empty_batch(kernels):
+    out = kernels.winograd_conv3x3(torch.zeros(0, 5, 5, 8), torch.zeros(36, 8, 16), None, None, 4)
+    assert out.shape == (0, 5, 5, 16)
+
+
 def test_winograd_rejects_what_it_cannot_do(kernels):
     x = torch.randn(1, 4, 4, 12)  # 12 channels: not a multiple of 8
     with pytest.raises(RuntimeError, match="multiple of 8"):

@@ -264,8 +264,9 @@ torch::Tensor winograd_conv3x3(torch::Tensor x, torch::Tensor filter, c10::optio
   }
   TORCH_CHECK(chunk >= 1, "chunk must be >= 1");
   const int64_t tiles = N * g.tiles_h * g.tiles_w;
-  chunk = std::min(chunk, tiles);
   auto y = pooled_empty({N, g.H, g.W, K});
+  if (tiles == 0) return y;  // an empty batch or image
+  chunk = std::min(chunk, tiles);
   auto zeros = torch::zeros({g.C}, x.options());
   const int threads = at::get_num_threads();
   std::vector<torch::Tensor> v_scratch(threads), m_scratch(threads);

@@ -59,11 +59,18 @@ def tiles_per_chunk(channels_in: int, channels_out: int, tiles: int, threads: in
     return int(max(1, min(max(16, by_cache), by_threads)))
 
 
+def _cpu_autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 has no device argument
+        return torch.is_autocast_cpu_enabled()
+
+
 def _kernel_input(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
     """True when the kernels may take ``x``: float32 on the CPU, no autograd, no autocast."""
     if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
         return False
-    if torch.is_autocast_enabled("cpu"):
+    if _cpu_autocast_enabled():
         return False
     if torch.is_grad_enabled() and (x.requires_grad or any(p is not None and p.requires_grad for p in params)):
         return False

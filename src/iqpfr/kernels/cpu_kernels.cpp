@@ -36,8 +36,8 @@ inline void store8(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
 
 inline v8 splat(float x) { return v8{x, x, x, x, x, x, x, x}; }
 
-// exp(x) to about 2 ulp: x = n ln2 + r with |r| <= ln2/2, exp(r) by its degree-7 Taylor polynomial
-// (remainder below 6e-9), 2^n put directly into the exponent bits.
+// exp(x) with a relative error near float rounding (~1e-7): x = n ln2 + r with |r| <= ln2/2, exp(r)
+// by its degree-7 Taylor polynomial (remainder below 6e-9), 2^n put directly into the exponent bits.
 inline v8 exp8(v8 x) {
   x = x < splat(-87.f) ? splat(-87.f) : x;
   x = x > splat(88.f) ? splat(88.f) : x;

@@ -233,3 +233,37 @@ def test_output_buffers_are_reused_only_after_release(kernels):
     del second, third
     kernels.pool_release()
     assert kernels.pool_idle_bytes() == 0
+
+
+def test_modulated_winograd_matches_scaled_conv2d(kernels):
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 16, 9, 11, generator=g)
+    weight = torch.randn(24, 16, 3, 3, generator=g) / 12
+    scale, demodulation = torch.rand(2, 16, generator=g) + 0.5, torch.rand(2, 24, generator=g) + 0.5
+    ref = F.conv2d(x * scale[:, :, None, None], weight, padding=1)
+    filt = winograd_filter(weight)
+    out = kernels.winograd_conv3x3_modulated(nhwc(x), filt, scale, demodulation, 5).permute(0, 3, 1, 2)
+    assert relative_error(out, ref * demodulation[:, :, None, None]) < 2e-5
+    plain = kernels.winograd_conv3x3_modulated(nhwc(x), filt, scale, None, 5).permute(0, 3, 1, 2)
+    assert relative_error(plain, ref) < 2e-5
+    with pytest.raises(RuntimeError, match="input_scale"):
+        kernels.winograd_conv3x3_modulated(nhwc(x), filt, scale[:1], None, 5)
+
+
+def test_gfpgan_with_kernels_computes_the_same_function(kernels):
+    from iqpfr.models.stylegan2 import ModulatedConv2d
+
+    torch.manual_seed(0)
+    model = iqpfr.create_model("gfpgan-tiny").eval()
+    size = model.config["out_size"]
+    lq = torch.rand(2, 3, size, size) * 2 - 1
+    fast = copy.deepcopy(model)
+    to_channels_last(fast)
+    use_cpu_kernels(fast, kernels)
+    modulated = [m for m in fast.modules() if isinstance(m, ModulatedConv2d)]
+    assert any(getattr(m, "_iqpfr_cpu_kernels", False) for m in modulated)  # the 3x3 style convolutions
+    assert not all(getattr(m, "_iqpfr_cpu_kernels", False) for m in modulated)  # not the 1x1 ToRGB ones
+    with torch.inference_mode():
+        ref = model(lq).image
+        out = fast(lq.contiguous(memory_format=torch.channels_last)).image
+    assert float((out - ref).abs().max()) < 1e-4

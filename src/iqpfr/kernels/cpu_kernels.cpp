@@ -90,7 +90,7 @@ struct Geometry {
 // Tiles [first, first + count) of x (N, H, W, C) -> V laid out (count, 36, C): the 36 transformed
 // values of one tile are contiguous, so each tile is read and written in one place.
 void transform_input_tiles(const float* x, const Geometry& g, int64_t first, int64_t count, const float* zeros,
-                           float* V) {
+                           const float* input_scale, float* V) {
   const int64_t per_image = g.tiles_h * g.tiles_w;
   for (int64_t k = 0; k < count; ++k) {
     const int64_t t = first + k, n = t / per_image, ty = (t % per_image) / g.tiles_w, tx = t % g.tiles_w;
@@ -104,10 +104,11 @@ void transform_input_tiles(const float* x, const Geometry& g, int64_t first, int
     }
     float* out = V + k * 36 * g.C;
     for (int64_t c = 0; c < g.C; c += 8) {
+      const v8 s = input_scale ? load8(input_scale + n * g.C + c) : splat(1.f);
       v8 m[6][6];
       for (int i = 0; i < 6; ++i) {
         v8 d[6];
-        for (int j = 0; j < 6; ++j) d[j] = load8(rows[i][j] + c);
+        for (int j = 0; j < 6; ++j) d[j] = load8(rows[i][j] + c) * s;
         input_transform_6(d, m[i]);  // m[i][b]: row i, transformed along the width
       }
       for (int b = 0; b < 6; ++b) {
@@ -121,9 +122,9 @@ void transform_input_tiles(const float* x, const Geometry& g, int64_t first, int
 }
 
 // M laid out (count, 36, K) -> the 4x4 output pixels of each tile in y (N, H, W, K), cropped at the
-// border, plus bias[k] and residual (N, H, W, K) where given.
-void transform_output_tiles(const float* M, const Geometry& g, int64_t first, int64_t count, const float* bias,
-                            const float* residual, float* y) {
+// border, times output_scale[n, k], plus bias[k] and residual (N, H, W, K), each where given.
+void transform_output_tiles(const float* M, const Geometry& g, int64_t first, int64_t count,
+                            const float* output_scale, const float* bias, const float* residual, float* y) {
   const int64_t per_image = g.tiles_h * g.tiles_w;
   for (int64_t k = 0; k < count; ++k) {
     const int64_t t = first + k, n = t / per_image, ty = (t % per_image) / g.tiles_w, tx = t % g.tiles_w;
@@ -143,13 +144,14 @@ void transform_output_tiles(const float* M, const Geometry& g, int64_t first, in
         output_transform_6(m, s[b]);  // s[b][i]: output row i, column position b
       }
       const v8 bias_c = bias ? load8(bias + c) : splat(0.f);
+      const v8 scale_c = output_scale ? load8(output_scale + n * g.K + c) : splat(1.f);
       for (int i = 0; i < 4; ++i) {
         v8 m[6], o[4];
         for (int b = 0; b < 6; ++b) m[b] = s[b][i];
         output_transform_6(m, o);
         for (int j = 0; j < 4; ++j) {
           if (offset[i][j] < 0) continue;
-          v8 value = o[j] + bias_c;
+          v8 value = o[j] * scale_c + bias_c;
           if (residual) value += load8(residual + offset[i][j] + c);
           store8(y + offset[i][j] + c, value);
         }
@@ -238,11 +240,13 @@ void check_nhwc(const torch::Tensor& t, const char* name) {
 
 }  // namespace
 
-// x (N, H, W, C), filter (36, C, K) from winograd_filter() -> (N, H, W, K) [+ bias (K)] [+ residual].
+// x (N, H, W, C), filter (36, C, K) from winograd_filter() -> (N, H, W, K): the convolution of
+// x [* input_scale (N, C)], [* output_scale (N, K)], [+ bias (K)], [+ residual (N, H, W, K)].
 // Tiles are processed in chunks of `chunk` per thread: the transformed chunk and its products stay in
 // cache, and each chunk's 36 matrix products run on that thread alone.
-torch::Tensor winograd_conv3x3(torch::Tensor x, torch::Tensor filter, c10::optional<torch::Tensor> bias,
-                               c10::optional<torch::Tensor> residual, int64_t chunk) {
+static torch::Tensor winograd(const torch::Tensor& x, const torch::Tensor& filter, const c10::optional<torch::Tensor>& bias,
+                       const c10::optional<torch::Tensor>& residual, const c10::optional<torch::Tensor>& input_scale,
+                       const c10::optional<torch::Tensor>& output_scale, int64_t chunk) {
   check_nhwc(x, "x");
   TORCH_CHECK(filter.dim() == 3 && filter.size(0) == 36 && filter.size(1) == x.size(3) && filter.is_contiguous() &&
                   filter.scalar_type() == torch::kFloat32,
@@ -262,6 +266,15 @@ torch::Tensor winograd_conv3x3(torch::Tensor x, torch::Tensor filter, c10::optio
     TORCH_CHECK(residual->sizes() == torch::IntArrayRef({N, g.H, g.W, K}), "residual must be (N, H, W, K)");
     residual_ptr = residual->data_ptr<float>();
   }
+  auto per_sample = [&](const c10::optional<torch::Tensor>& t, int64_t channels, const char* name) -> const float* {
+    if (!t.has_value()) return nullptr;
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == torch::kFloat32 &&
+                    t->sizes() == torch::IntArrayRef({N, channels}),
+                name, " must be a contiguous float32 (N, ", channels, ") tensor");
+    return t->data_ptr<float>();
+  };
+  const float* input_scale_ptr = per_sample(input_scale, g.C, "input_scale");
+  const float* output_scale_ptr = per_sample(output_scale, K, "output_scale");
   TORCH_CHECK(chunk >= 1, "chunk must be >= 1");
   const int64_t tiles = N * g.tiles_h * g.tiles_w;
   auto y = pooled_empty({N, g.H, g.W, K});
@@ -286,15 +299,27 @@ torch::Tensor winograd_conv3x3(torch::Tensor x, torch::Tensor filter, c10::optio
       const int64_t first = index * chunk, count = std::min(chunk, tiles - first);
       auto V = v_scratch[tid].narrow(0, 0, count);
       auto M = m_scratch[tid].narrow(0, 0, count);
-      transform_input_tiles(x_ptr, g, first, count, zeros.data_ptr<float>(), V.data_ptr<float>());
+      transform_input_tiles(x_ptr, g, first, count, zeros.data_ptr<float>(), input_scale_ptr, V.data_ptr<float>());
       // (36, count, C) @ (36, C, K): strided views of the tile-major buffers, no copies
       auto product = M.transpose(0, 1);
       at::bmm_out(product, V.transpose(0, 1), filter);
       TORCH_CHECK(product.data_ptr() == M.data_ptr(), "bmm_out did not write in place");
-      transform_output_tiles(M.data_ptr<float>(), g, first, count, bias_ptr, residual_ptr, y_ptr);
+      transform_output_tiles(M.data_ptr<float>(), g, first, count, output_scale_ptr, bias_ptr, residual_ptr, y_ptr);
     }
   });
   return y;
+}
+
+torch::Tensor winograd_conv3x3(torch::Tensor x, torch::Tensor filter, c10::optional<torch::Tensor> bias,
+                               c10::optional<torch::Tensor> residual, int64_t chunk) {
+  return winograd(x, filter, bias, residual, c10::nullopt, c10::nullopt, chunk);
+}
+
+// The StyleGAN2 modulated convolution as the network computes it: conv(x * input_scale) * output_scale
+// with per-sample (N, C) and (N, K) scales (the style and the demodulation), no bias.
+torch::Tensor winograd_conv3x3_modulated(torch::Tensor x, torch::Tensor filter, torch::Tensor input_scale,
+                                         c10::optional<torch::Tensor> output_scale, int64_t chunk) {
+  return winograd(x, filter, c10::nullopt, c10::nullopt, input_scale, output_scale, chunk);
 }
 
 // GroupNorm of x (N, H, W, C) with affine gamma/beta (C), then SiLU when `silu`; returns a new tensor.
@@ -404,6 +429,8 @@ void pool_release() { pool().release(); }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("winograd_conv3x3", &winograd_conv3x3, "Winograd F(4x4,3x3) convolution of NHWC float32");
+  m.def("winograd_conv3x3_modulated", &winograd_conv3x3_modulated,
+        "Winograd F(4x4,3x3) convolution with per-sample input and output channel scales");
   m.def("group_norm", &group_norm, "GroupNorm (+ SiLU) of NHWC float32");
   m.def("silu", &silu, "SiLU of float32");
   m.def("parallel_threads", &parallel_threads, "threads at::parallel_for runs on");

@@ -10,7 +10,9 @@ CPU tensor, autograd recording, autocast on). What changes:
   Winograd F(4x4, 3x3) (``cpu_kernels.cpp``), its transformed filter precomputed in float64;
 * ``nn.GroupNorm`` with channels a multiple of 8: the two-pass kernel;
 * the VQGAN ``ResBlock`` (GroupNorm-SiLU-conv, twice, plus the skip): GroupNorm and SiLU in one pass,
-  and the skip added in the second convolution's output pass.
+  and the skip added in the second convolution's output pass;
+* the StyleGAN2 ``ModulatedConv2d`` (3x3, GFPGAN's decoder): the style scales the input channels in
+  the Winograd input pass and the demodulation scales the output channels in the output pass.
 
 Activations flow channels-last (NHWC memory); results are channels-last NCHW tensors, as
 ``iqpfr.inference.to_channels_last`` networks produce.
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 
 from iqpfr.kernels import load_cpu_kernels
+from iqpfr.models.stylegan2 import ModulatedConv2d
 from iqpfr.models.vqgan import ResBlock
 
 # F(4x4, 3x3) filter transform G (6x3), interpolation points 0, 1, -1, 2, -2 and infinity; the input
@@ -136,6 +139,25 @@ def _resblock_forward(block: ResBlock, kernels: ModuleType, original, x: torch.T
     return _nchw(_winograd(kernels, block.conv2, h, residual_nhwc=skip))
 
 
+def _modulated_forward(
+    conv: ModulatedConv2d, kernels: ModuleType, original, x: torch.Tensor, style: torch.Tensor
+) -> torch.Tensor:
+    if not _kernel_input(x, *conv.parameters()) or not _kernel_input(style[:, :, None, None]):
+        return original(x, style)
+    scale, demodulation = conv.channel_scales(style)
+    x_nhwc = _nhwc(conv.resample_input(x))
+    n, h, w, _ = x_nhwc.shape
+    tiles = n * math.ceil(h / 4) * math.ceil(w / 4)
+    chunk = tiles_per_chunk(conv.in_channels, conv.out_channels, tiles, torch.get_num_threads())
+    demodulation = None if demodulation is None else demodulation.contiguous()
+    out = kernels.winograd_conv3x3_modulated(x_nhwc, conv.winograd_filter, scale.contiguous(), demodulation, chunk)
+    return _nchw(out)
+
+
+def _modulated_eligible(conv: ModulatedConv2d) -> bool:
+    return conv.weight.shape[-2:] == (3, 3) and conv.in_channels % 8 == 0 and conv.out_channels % 8 == 0
+
+
 def _resblock_eligible(block: ResBlock) -> bool:
     parts = (block.norm1, block.norm2)
     return (
@@ -168,6 +190,10 @@ def use_cpu_kernels(model: nn.Module, kernels: ModuleType | None = None) -> int:
             changed += 1
         elif type(module) is nn.GroupNorm and module.affine and module.num_channels % 8 == 0:
             _patch(module, _group_norm_forward, kernels)
+            changed += 1
+        elif isinstance(module, ModulatedConv2d) and _modulated_eligible(module):
+            module.register_buffer("winograd_filter", winograd_filter(module.weight[0]), persistent=False)
+            _patch(module, _modulated_forward, kernels)
             changed += 1
     # after the convolutions: the block's forward reads its convolutions' filters
     for module in model.modules():

@@ -67,16 +67,28 @@ class ModulatedConv2d(nn.Module):
             / math.sqrt(in_channels * kernel_size**2)
         )
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def channel_scales(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """style (B, num_style_feat) -> input-channel scale (B, in) and demodulation (B, out) or None.
+
+        The output is conv(x * input_scale) * demodulation (``forward``; also ``iqpfr.kernels``).
+        """
         weight = self.weight[0]  # (out, in, k, k)
         scale = self.modulation(style)  # (B, in)
-        if self.upsample:
-            x = _resample(x, 2.0)
-        out = F.conv2d(x * scale[:, :, None, None], weight, padding=self.padding)
-        if self.demodulate:
-            # sum_{i,k} (W[o,i,k] s[b,i])^2 = sum_i s[b,i]^2 * sum_k W[o,i,k]^2
-            energy = (scale * scale) @ weight.pow(2).sum(dim=(2, 3)).t()  # (B, out)
-            out = out * torch.rsqrt(energy + self.eps)[:, :, None, None]
+        if not self.demodulate:
+            return scale, None
+        # sum_{i,k} (W[o,i,k] s[b,i])^2 = sum_i s[b,i]^2 * sum_k W[o,i,k]^2
+        energy = (scale * scale) @ weight.pow(2).sum(dim=(2, 3)).t()  # (B, out)
+        return scale, torch.rsqrt(energy + self.eps)
+
+    def resample_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x doubled in size (bilinear) when ``upsample``, else unchanged."""
+        return _resample(x, 2.0) if self.upsample else x
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        scale, demodulation = self.channel_scales(style)
+        out = F.conv2d(self.resample_input(x) * scale[:, :, None, None], self.weight[0], padding=self.padding)
+        if demodulation is not None:
+            out = out * demodulation[:, :, None, None]
         return out
 
 

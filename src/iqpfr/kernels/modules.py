@@ -103,14 +103,17 @@ def winograd_eligible(conv: nn.Module) -> bool:
     )
 
 
+def _chunk(conv: nn.Module, x_nhwc: torch.Tensor) -> int:
+    n, h, w, _ = x_nhwc.shape
+    tiles = n * math.ceil(h / 4) * math.ceil(w / 4)
+    return tiles_per_chunk(conv.in_channels, conv.out_channels, tiles, torch.get_num_threads())
+
+
 def _winograd(
     kernels: ModuleType, conv: nn.Conv2d, x_nhwc: torch.Tensor, residual_nhwc: torch.Tensor | None = None
 ) -> torch.Tensor:
-    n, h, w, _ = x_nhwc.shape
-    tiles = n * math.ceil(h / 4) * math.ceil(w / 4)
-    chunk = tiles_per_chunk(conv.in_channels, conv.out_channels, tiles, torch.get_num_threads())
     bias = None if conv.bias is None else conv.bias.detach()
-    return kernels.winograd_conv3x3(x_nhwc, conv.winograd_filter, bias, residual_nhwc, chunk)
+    return kernels.winograd_conv3x3(x_nhwc, conv.winograd_filter, bias, residual_nhwc, _chunk(conv, x_nhwc))
 
 
 def _conv_forward(conv: nn.Conv2d, kernels: ModuleType, original, x: torch.Tensor) -> torch.Tensor:
@@ -146,11 +149,10 @@ def _modulated_forward(
         return original(x, style)
     scale, demodulation = conv.channel_scales(style)
     x_nhwc = _nhwc(conv.resample_input(x))
-    n, h, w, _ = x_nhwc.shape
-    tiles = n * math.ceil(h / 4) * math.ceil(w / 4)
-    chunk = tiles_per_chunk(conv.in_channels, conv.out_channels, tiles, torch.get_num_threads())
     demodulation = None if demodulation is None else demodulation.contiguous()
-    out = kernels.winograd_conv3x3_modulated(x_nhwc, conv.winograd_filter, scale.contiguous(), demodulation, chunk)
+    out = kernels.winograd_conv3x3_modulated(
+        x_nhwc, conv.winograd_filter, scale.contiguous(), demodulation, _chunk(conv, x_nhwc)
+    )
     return _nchw(out)
 
 

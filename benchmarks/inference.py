@@ -535,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
                     best["channels_last"],
                     best["batch"],
                     best["compile"],
+                    cuda_graphs=best["cuda_graphs"],
                     backend=best["backend"],
+                    workers=best["workers"],
                     cpu_kernels=best["cpu_kernels"],
                 )
                 photo_rows += bench_whole_photos(name, device, run_args, spec)

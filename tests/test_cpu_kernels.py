@@ -267,3 +267,20 @@ def test_gfpgan_with_kernels_computes_the_same_function(kernels):
         ref = model(lq).image
         out = fast(lq.contiguous(memory_format=torch.channels_last)).image
     assert float((out - ref).abs().max()) < 1e-4
+
+
+def test_kernel_benchmark_functions(kernels):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cpu_kernels.py"
+    spec = importlib.util.spec_from_file_location("benchmark_cpu_kernels", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    row = bench.layer_row(kernels, 32, 16, torch.Generator().manual_seed(0), repeats=1)
+    assert row["winograd_max_rel_diff"] < 2e-5 and row["conv_speedup"] > 0 and row["gn_silu_speedup"] > 0
+    touch = bench.first_touch_cost(repeats=1, mib=1)
+    assert touch["fresh_ms"] > 0 and touch["reused_ms"] > 0
+    assert bench.silu_accuracy(kernels) < 1e-6

@@ -125,11 +125,10 @@ def _kernels_report() -> dict:
     """Whether iqpfr's CPU kernels are built here, or what building them needs (nothing is built)."""
     import shutil
 
-    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-    info = {"compiler": compiler, "ninja": shutil.which("ninja"), "built": False, "build_directory": None}
-    try:
-        from iqpfr.kernels import build_directory
+    from iqpfr.kernels import build_directory, find_compiler
 
+    info = {"compiler": find_compiler(), "ninja": shutil.which("ninja"), "built": False, "build_directory": None}
+    try:
         directory = build_directory()
     except Exception as exc:  # torch missing or broken: reported above
         info["error"] = str(exc)

@@ -88,9 +88,14 @@ def load_cpu_kernels(verbose: bool = False) -> ModuleType:
     return outcome
 
 
+def find_compiler() -> str | None:
+    """Path of the C++ compiler a build would use (``c++``, ``g++`` or ``clang++``), or None."""
+    return next((found for name in ("c++", "g++", "clang++") if (found := shutil.which(name))), None)
+
+
 def build_and_import(verbose: bool = False) -> ModuleType:
     """Compile the source into ``build_directory()`` (unless built there already) and import it."""
-    if shutil.which("c++") is None and shutil.which("g++") is None and shutil.which("clang++") is None:
+    if find_compiler() is None:
         raise KernelsUnavailable("iqpfr CPU kernels need a C++ compiler (c++, g++ or clang++ on PATH)")
     try:
         # its import warns that no CUDA runtime is found, which is irrelevant to a CPU build

@@ -161,8 +161,8 @@ void transform_output_tiles(const float* M, const Geometry& g, int64_t first, in
 }
 
 // Outputs and scratch come from a pool of reused buffers. A fresh large buffer costs a page fault
-// per 4 KiB the first time it is written (the kernel zeroes each page): ~30 ms for a 64 MiB
-// activation, as long as a whole Winograd pass over it. The pool keeps buffers of released tensors
+// per 4 KiB the first time it is written (the kernel zeroes each page): ~20 ms for a 64 MiB
+// activation, 40 % of a Winograd pass over it (benchmarks/cpu_kernels.py). The pool keeps buffers of released tensors
 // (their storage's deleter hands them back) for the next tensor of the same size: a network's layers
 // repeat their shapes from face to face, so after the first face nothing is faulted in again.
 // The pool is local to these kernels; PyTorch's own allocations are untouched.

@@ -4,7 +4,8 @@ For CodeFormer's layer shapes (batch 1, channels-last): the 3x3 convolution (``F
 Winograd kernel, with the largest relative difference) and GroupNorm+SiLU (``F.group_norm`` +
 ``F.silu`` vs the fused kernel). Also what the kernels' buffer pool saves: writing a fresh 64 MiB
 tensor (first touch of every page) against writing one whose memory was written before, and the
-SiLU kernel's accuracy against float64. Prints a table, writes JSON; the last line is the headline.
+SiLU kernel's accuracy against float64, and how much of a network's convolution work the Winograd
+kernel takes (counted on the meta device). Prints a table, writes JSON; the last line is the headline.
 
     python benchmarks/cpu_kernels.py --threads 2 --json benchmarks/results/cpu_kernels.json
 """
@@ -23,8 +24,9 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import iqpfr  # noqa: E402
 from iqpfr.kernels import load_cpu_kernels  # noqa: E402
-from iqpfr.kernels.modules import tiles_per_chunk, winograd_filter  # noqa: E402
+from iqpfr.kernels.modules import tiles_per_chunk, winograd_eligible, winograd_filter  # noqa: E402
 from iqpfr.utils.fs import atomic_write_text  # noqa: E402
 
 # (channels, side) of CodeFormer's 3x3 convolutions at 512 px, largest first
@@ -82,10 +84,35 @@ def silu_accuracy(kernels) -> float:
     return float(((out - ref).abs()[keep] / ref.abs()[keep]).max())
 
 
+def eligible_share(name: str) -> dict:
+    """Convolutions of preset ``name`` (one face, w = 0.5) the Winograd kernel takes, and their GFLOP.
+
+    Counted from each ``nn.Conv2d``'s output shape in a forward on the meta device (nothing computed);
+    multiply and add counted apart, as ``benchmarks/inference.py`` counts.
+    """
+    model = iqpfr.create_model(name).eval().to("meta")
+    size = int(model.config.get("img_size") or model.config.get("out_size"))
+    totals = {"eligible": 0.0, "other": 0.0, "eligible_layers": 0}
+
+    def count(conv, _inputs, out):
+        flops = 2 * out.numel() * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
+        key = "eligible" if winograd_eligible(conv) else "other"
+        totals[key] += flops / 1e9
+        totals["eligible_layers"] += key == "eligible"
+
+    for conv in model.modules():
+        if isinstance(conv, torch.nn.Conv2d):
+            conv.register_forward_hook(count)
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size, device="meta"), w=torch.full((1,), 0.5, device="meta"))
+    return {"model": name, **totals}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (best)")
+    parser.add_argument("--model", default="codeformer", help="preset whose eligible convolutions are counted")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "cpu_kernels.json")
     args = parser.parse_args(argv)
     if args.threads:
@@ -104,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"writing {touch['mib']} MiB: fresh tensor {touch['fresh_ms']:.1f} ms, memory written before "
           f"{touch['reused_ms']:.1f} ms: {touch['page_fault_ms']:.1f} ms of first-touch page faults, "
           "which the kernels' buffer pool avoids")
+    share = eligible_share(args.model)
+    print(f"{args.model}: {share['eligible_layers']} Winograd-eligible convolutions, {share['eligible']:.0f} "
+          f"of its {share['eligible'] + share['other']:.0f} GFLOP of nn.Conv2d work per face")
     silu_error = silu_accuracy(kernels)
     print(f"SiLU kernel: largest relative difference from float64 over [-80, 80]: {silu_error:.1e}")
     report = {"threads": torch.get_num_threads(), "repeats": args.repeats, "layers": rows,
-              "first_touch": touch, "silu_max_rel_error": silu_error}
+              "first_touch": touch, "eligible": share, "silu_max_rel_error": silu_error}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.json, json.dumps(report, indent=2))
     top = rows[0]

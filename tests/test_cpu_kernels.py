@@ -284,3 +284,8 @@ def test_kernel_benchmark_functions(kernels):
     touch = bench.first_touch_cost(repeats=1, mib=1)
     assert touch["fresh_ms"] > 0 and touch["reused_ms"] > 0
     assert bench.silu_accuracy(kernels) < 1e-6
+    share = bench.eligible_share("codeformer-tiny")  # the same rule use_cpu_kernels applies
+    model = copy.deepcopy(iqpfr.create_model("codeformer-tiny"))
+    use_cpu_kernels(model, kernels)
+    patched = sum(isinstance(m, torch.nn.Conv2d) and getattr(m, "_iqpfr_cpu_kernels", False) for m in model.modules())
+    assert share["eligible_layers"] == patched and 0 < share["eligible"] and 0 < share["other"]

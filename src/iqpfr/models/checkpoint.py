@@ -52,10 +52,14 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def save_model(model: nn.Module, path: str | os.PathLike, *, config_json: bool = False, overwrite: bool = True) -> Path:
+def save_model(
+    model: nn.Module, path: str | os.PathLike, *, config_json: bool = False, overwrite: bool = True,
+    extra_config: dict[str, Any] | None = None,
+) -> Path:
     """Write ``model``'s state dict as safetensors with its config in the metadata; atomic.
 
-    ``config_json=True`` also writes the config to ``<path stem>.json`` beside it. Returns ``path``.
+    ``config_json=True`` also writes the config to ``<path stem>.json`` beside it; ``extra_config``
+    adds JSON-able entries (e.g. where the weights came from) to the recorded config. Returns ``path``.
     """
     from safetensors.torch import save_file
 
@@ -64,7 +68,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, config_json: bool =
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: save_model writes .safetensors files")
-    config = model_config(model)
+    config = {**model_config(model), **(extra_config or {})}
     # safetensors refuses tensors that share memory and wants contiguous CPU tensors
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {METADATA_KEY: json.dumps(config, sort_keys=True), "format": "pt"}

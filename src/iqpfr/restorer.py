@@ -38,6 +38,8 @@ from iqpfr.io import LoadedImage, from_array, from_pil, read_image, to_array, to
 # Restoration models that can ship inside the package, in order of preference: the default is the
 # first one present in this build (a GPU-trained iqpfr-256 supersedes the CPU-trained iqpfr-128).
 EMBEDDED_MODELS = ("iqpfr-256", "iqpfr-128")
+# background up-scaling: bicubic ("none" is the same), or the super-resolution network
+BG_UPSAMPLERS = ("resize", "none", "realesrgan")
 
 
 class ModelUnavailableError(RuntimeError):
@@ -201,6 +203,8 @@ class RestoreOptions:
     grayscale: str = "auto"
     channel_order: str = "rgb"
     max_pixels: int | None = None
+    bg_upsampler: str = "resize"
+    face_upsample: bool = False
 
 
 @dataclass
@@ -236,6 +240,8 @@ class FaceRestorer:
         detector: str | FaceDetector = "dlib-hog",
         description: str = "",
         offline: bool = False,
+        upsampler: Any = None,
+        cpu_kernels: bool = False,
     ):
         from iqpfr.utils.device import resolve_device
 
@@ -246,6 +252,10 @@ class FaceRestorer:
         self._detector_spec = detector
         self._offline = offline
         self._detector: FaceDetector | None = detector if isinstance(detector, FaceDetector) else None
+        # an iqpfr.upsample.Upsampler, a zoo name / file to build one from on first use, or None
+        self._upsampler_spec = upsampler
+        self._upsampler = upsampler if upsampler is not None and not isinstance(upsampler, (str, os.PathLike)) else None
+        self._cpu_kernels = cpu_kernels
 
     @classmethod
     def from_pretrained(
@@ -260,6 +270,7 @@ class FaceRestorer:
         precision: str = "fp32",
         backend: str = "torch",
         cpu_kernels: bool = False,
+        upsampler: Any = None,
     ) -> FaceRestorer:
         """Load a restorer from a zoo name, a weight file, or the embedded default (``None``).
 
@@ -268,6 +279,9 @@ class FaceRestorer:
         ``bf16``, ``auto``), ``backend`` (``torch``, ``onnxruntime``) and ``cpu_kernels`` (Winograd
         convolutions, fused GroupNorm+SiLU; CPU fp32) select a fast path of
         ``iqpfr.inference.prepare_for_inference``; the defaults run the network unchanged.
+        ``upsampler``: the super-resolution network for ``bg_upsampler="realesrgan"`` and
+        ``face_upsample`` (an ``iqpfr.upsample.Upsampler`` or a zoo name; default
+        ``realesrgan-x4plus``, built on first use).
         """
         if random_init:
             architecture = model or (None if name_or_path is None else os.fspath(name_or_path))
@@ -281,13 +295,26 @@ class FaceRestorer:
                 net, device=device, precision=precision, backend=backend, cpu_kernels=cpu_kernels
             )
             description = f"{description} [{net.settings.label()}]"
-        return cls(net, device=device, detector=detector, description=description, offline=offline)
+        return cls(net, device=device, detector=detector, description=description, offline=offline,
+                   upsampler=upsampler, cpu_kernels=cpu_kernels)
 
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
             self._detector = create_detector(str(self._detector_spec), device=str(self.device), offline=self._offline)
         return self._detector
+
+    @property
+    def upsampler(self):
+        """The ``iqpfr.upsample.Upsampler`` for background / face up-sampling, built on first use."""
+        if self._upsampler is None:
+            from iqpfr.upsample import DEFAULT_UPSAMPLER, Upsampler
+
+            self._upsampler = Upsampler.from_pretrained(
+                self._upsampler_spec or DEFAULT_UPSAMPLER, device=self.device, offline=self._offline,
+                cpu_kernels=self._cpu_kernels,
+            )
+        return self._upsampler
 
     # -------------------------------------------------------------------------------- public API
 
@@ -306,6 +333,8 @@ class FaceRestorer:
         color_fix: str = "none",
         grayscale: str = "auto",
         channel_order: str = "rgb",
+        bg_upsampler: str = "resize",
+        face_upsample: bool = False,
     ) -> RestoreResult:
         """Restore the faces of one photo.
 
@@ -314,10 +343,13 @@ class FaceRestorer:
         fidelity: w in [0, 1] (0 = quality, 1 = fidelity). quality: target quality in [0, 1]
         (None = the model's default, 0.9). upscale: output scale. aligned: the image is an
         FFHQ-aligned face. color_fix: none|adain|wavelet. grayscale: auto|on|off.
+        bg_upsampler: ``resize`` (bicubic, default; ``none`` the same) or ``realesrgan`` (the
+        background through ``self.upsampler``). face_upsample: restored faces larger on the output
+        than the network's crop go through ``self.upsampler`` before pasting.
         """
         options = self._options(
             fidelity, quality, upscale, aligned, only_center_face, largest_face, min_face_size, face_filter,
-            color_fix, grayscale, channel_order,
+            color_fix, grayscale, channel_order, bg_upsampler, face_upsample,
         )
         results = list(self.iter_restore([image], options=options, batch_size=1, workers=1))
         _, result = results[0]
@@ -369,6 +401,8 @@ class FaceRestorer:
         batch_size = max(1, int(batch_size))
         if not options.aligned:
             _ = self.detector  # build it once here, not racing in the worker threads
+        if options.face_upsample or (options.bg_upsampler == "realesrgan" and not options.aligned):
+            _ = self.upsampler
         lookahead = max(2, 2 * workers) + batch_size
         pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="iqpfr-restore")
         sources_iter = enumerate(sources)
@@ -422,6 +456,8 @@ class FaceRestorer:
         color_fix: str = "none",
         grayscale: str = "auto",
         channel_order: str = "rgb",
+        bg_upsampler: str = "resize",
+        face_upsample: bool = False,
     ) -> RestoreOptions:
         if not 0.0 <= float(fidelity) <= 1.0:
             raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
@@ -433,11 +469,13 @@ class FaceRestorer:
             raise ValueError(f"color_fix must be none|adain|wavelet, got {color_fix!r}")
         if grayscale not in ("auto", "on", "off"):
             raise ValueError(f"grayscale must be auto|on|off, got {grayscale!r}")
+        if bg_upsampler not in BG_UPSAMPLERS:
+            raise ValueError(f"bg_upsampler must be one of {', '.join(BG_UPSAMPLERS)}, got {bg_upsampler!r}")
         if face_filter is None:
             face_filter = FaceFilter(only_center=only_center_face, largest=largest_face, min_size=min_face_size)
         return RestoreOptions(
             float(fidelity), None if quality is None else float(quality), float(upscale), aligned, face_filter,
-            color_fix, grayscale, channel_order,
+            color_fix, grayscale, channel_order, bg_upsampler=bg_upsampler, face_upsample=bool(face_upsample),
         )
 
     def _prepare(self, position: int, source: Any, options: RestoreOptions) -> _Job:
@@ -494,10 +532,16 @@ class FaceRestorer:
         if job.error is not None:
             return job.error
         try:
+            background = None
+            if options.bg_upsampler == "realesrgan" and not options.aligned:
+                start = time.perf_counter()
+                background = upsampled_background(job.image, options.upscale, self.upsampler)
+                job.timings["background"] = time.perf_counter() - start
             start = time.perf_counter()
             output = paste_faces(
                 job.image, job.records, upscale=options.upscale, color=options.color_fix,
-                grayscale=options.grayscale, aligned=options.aligned,
+                grayscale=options.grayscale, aligned=options.aligned, background=background,
+                face_upsampler=self.upsampler if options.face_upsample else None,
             )
             job.timings["paste"] = time.perf_counter() - start
             image = convert_output(output, job.kind)
@@ -512,6 +556,18 @@ class FaceRestorer:
 
 
 # ------------------------------------------------------------------------------ input conversion
+
+
+def upsampled_background(image: LoadedImage, upscale: float, upsampler) -> LoadedImage:
+    """``image`` (and its alpha, bicubically) up-scaled by ``upscale`` through ``upsampler``."""
+    import cv2
+
+    pixels = upsampler.upscale(image.pixels, upscale)
+    alpha = None
+    if image.alpha is not None:
+        size = (pixels.shape[1], pixels.shape[0])
+        alpha = cv2.resize(image.alpha, size, interpolation=cv2.INTER_CUBIC if upscale > 1 else cv2.INTER_AREA)
+    return image.with_pixels(pixels, alpha)
 
 
 def _label(source: Any) -> str:

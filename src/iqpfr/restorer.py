@@ -1,7 +1,7 @@
 """``FaceRestorer``: whole-photo face restoration (detect, align, restore in batches, paste back).
 
     restorer = iqpfr.FaceRestorer.from_pretrained(device="auto")   # the embedded default model
-    out = restorer.restore("photo.jpg", fidelity=0.5)
+    out = restorer.restore("photo.jpg")                 # fidelity="auto": each face by its own quality
     out.image            # np.ndarray (H, W, 3|4) RGB(A), the input's dtype; or the input's type
     out.faces[0].box     # per-face records: box, landmarks, affine, crop, restored, score, timings
 
@@ -194,7 +194,7 @@ class RestoreResult:
 class RestoreOptions:
     """Per-call settings shared by every photo of a batch (see ``FaceRestorer.restore``)."""
 
-    fidelity: float = 0.5
+    fidelity: float | str = "auto"  # or a fixed w; "auto": per face, from its input quality (iqpfr.face.adaptive)
     quality: float | None = None
     upscale: float = 1.0
     aligned: bool = False
@@ -256,6 +256,7 @@ class FaceRestorer:
         self._upsampler_spec = upsampler
         self._upsampler = upsampler if upsampler is not None and not isinstance(upsampler, (str, os.PathLike)) else None
         self._cpu_kernels = cpu_kernels
+        self.embedded_default = False  # set by from_pretrained for the package's own default model
 
     @classmethod
     def from_pretrained(
@@ -295,14 +296,30 @@ class FaceRestorer:
                 net, device=device, precision=precision, backend=backend, cpu_kernels=cpu_kernels
             )
             description = f"{description} [{net.settings.label()}]"
-        return cls(net, device=device, detector=detector, description=description, offline=offline,
-                   upsampler=upsampler, cpu_kernels=cpu_kernels)
+        restorer = cls(net, device=device, detector=detector, description=description, offline=offline,
+                       upsampler=upsampler, cpu_kernels=cpu_kernels)
+        restorer.embedded_default = name_or_path is None and model is None and not random_init
+        return restorer
 
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
             self._detector = create_detector(str(self._detector_spec), device=str(self.device), offline=self._offline)
         return self._detector
+
+    def default_face_upsample(self) -> bool:
+        """Whether ``face_upsample=None`` means on: for the embedded small default model (its 128-px
+        faces are pasted several times larger) when the Real-ESRGAN weights are installed (the
+        ``upsample`` extra) or an up-sampler was given."""
+        if self._upsampler_spec is not None:
+            return True
+        if not (self.embedded_default and self.face_size < 512):
+            return False
+        import importlib.util
+
+        from iqpfr.weights.realesrgan import PACKAGE_MODULE
+
+        return importlib.util.find_spec(PACKAGE_MODULE) is not None
 
     @property
     def upsampler(self):
@@ -322,7 +339,7 @@ class FaceRestorer:
         self,
         image: Any,
         *,
-        fidelity: float = 0.5,
+        fidelity: float | str = "auto",
         quality: float | None = None,
         upscale: float = 1.0,
         aligned: bool = False,
@@ -334,18 +351,22 @@ class FaceRestorer:
         grayscale: str = "auto",
         channel_order: str = "rgb",
         bg_upsampler: str = "resize",
-        face_upsample: bool = False,
+        face_upsample: bool | None = None,
     ) -> RestoreResult:
         """Restore the faces of one photo.
 
         image: a path, a PIL image, a numpy array (H, W[, 1|3|4], uint8/uint16/float in [0, 1],
         ``channel_order`` "rgb" (default) or "bgr") or a tensor (C, H, W) / (1, C, H, W) in [0, 1] RGB.
-        fidelity: w in [0, 1] (0 = quality, 1 = fidelity). quality: target quality in [0, 1]
+        fidelity: w in [0, 1] (0 = quality, 1 = fidelity), or ``"auto"``: each face's own input
+        quality (NIQE) sets w and how much of the restoration is used, so a clean face passes
+        unchanged (``iqpfr.face.adaptive``; per-face values in ``faces[i].fidelity / .strength``).
+        quality: target quality in [0, 1]
         (None = the model's default, 0.9). upscale: output scale. aligned: the image is an
         FFHQ-aligned face. color_fix: none|adain|wavelet. grayscale: auto|on|off.
         bg_upsampler: ``resize`` (bicubic, default; ``none`` the same) or ``realesrgan`` (the
         background through ``self.upsampler``). face_upsample: restored faces larger on the output
-        than the network's crop go through ``self.upsampler`` before pasting.
+        than the network's crop go through ``self.upsampler`` before pasting (with ``"auto"``
+        fidelity also the fidelity path); None: ``default_face_upsample()``.
         """
         options = self._options(
             fidelity, quality, upscale, aligned, only_center_face, largest_face, min_face_size, face_filter,
@@ -445,7 +466,7 @@ class FaceRestorer:
 
     def _options(
         self,
-        fidelity: float = 0.5,
+        fidelity: float | str = "auto",
         quality: float | None = None,
         upscale: float = 1.0,
         aligned: bool = False,
@@ -457,10 +478,10 @@ class FaceRestorer:
         grayscale: str = "auto",
         channel_order: str = "rgb",
         bg_upsampler: str = "resize",
-        face_upsample: bool = False,
+        face_upsample: bool | None = None,
     ) -> RestoreOptions:
-        if not 0.0 <= float(fidelity) <= 1.0:
-            raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
+        if fidelity != "auto" and not 0.0 <= float(fidelity) <= 1.0:
+            raise ValueError(f"fidelity must be in [0, 1] or 'auto', got {fidelity}")
         if quality is not None and not 0.0 <= float(quality) <= 1.0:
             raise ValueError(f"quality must be in [0, 1], got {quality}")
         if not float(upscale) > 0:
@@ -471,10 +492,12 @@ class FaceRestorer:
             raise ValueError(f"grayscale must be auto|on|off, got {grayscale!r}")
         if bg_upsampler not in BG_UPSAMPLERS:
             raise ValueError(f"bg_upsampler must be one of {', '.join(BG_UPSAMPLERS)}, got {bg_upsampler!r}")
+        if face_upsample is None:
+            face_upsample = self.default_face_upsample()
         if face_filter is None:
             face_filter = FaceFilter(only_center=only_center_face, largest=largest_face, min_size=min_face_size)
         return RestoreOptions(
-            float(fidelity), None if quality is None else float(quality), float(upscale), aligned, face_filter,
+            fidelity if fidelity == "auto" else float(fidelity), None if quality is None else float(quality), float(upscale), aligned, face_filter,
             color_fix, grayscale, channel_order, bg_upsampler=bg_upsampler, face_upsample=bool(face_upsample),
         )
 
@@ -498,11 +521,42 @@ class FaceRestorer:
                 if not faces:
                     scale = "" if options.upscale == 1 else f", up-scaled x{options.upscale:g}"
                     job.notes.append(f"no face found: photo copied through{scale}")
+            self._set_fidelity(job, options)
         except Exception as exc:  # reported per photo; the batch goes on
             job.error = exc
             job.records = []
         job.remaining = len(job.records)
         return job
+
+    @staticmethod
+    def _set_fidelity(job: _Job, options: RestoreOptions) -> None:
+        """Each face's w (and, with ``fidelity="auto"``, its input NIQE and restoration strength)."""
+        if options.fidelity != "auto":
+            for record in job.records:
+                record.fidelity = float(options.fidelity)
+            return
+        from iqpfr.face.adaptive import (
+            QUALITY_SIDE,
+            adaptive_fidelity,
+            face_niqe,
+            generative_share,
+            restoration_strength,
+        )
+        from iqpfr.face.align import alignment_affine, warp_face
+
+        start = time.perf_counter()
+        for record in job.records:
+            if options.aligned:
+                face = job.image.pixels
+            else:  # the input at the scorer's resolution, not the network's (often 128 px)
+                face = warp_face(job.image.pixels, alignment_affine(record.landmarks, QUALITY_SIDE), QUALITY_SIDE,
+                                 border="reflect")
+            record.input_niqe = face_niqe(face)
+            record.strength = restoration_strength(record.input_niqe)
+            record.fidelity = adaptive_fidelity(record.strength)
+            # the fidelity path needs the super-resolution network; without it the network does all
+            record.generative = generative_share(record.input_niqe) if options.face_upsample else 1.0
+        job.timings["input_quality"] = time.perf_counter() - start
 
     @torch.inference_mode()
     def _run_batch(self, queue: deque, batch_size: int, options: RestoreOptions) -> None:
@@ -510,7 +564,7 @@ class FaceRestorer:
         start = time.perf_counter()
         crops = torch.from_numpy(np.stack([record.crop for _, record in items])).permute(0, 3, 1, 2)
         lq = crops.to(self.device, torch.float32) * 2.0 - 1.0
-        w = torch.full((len(items),), options.fidelity, device=self.device)
+        w = torch.tensor([record.fidelity for _, record in items], dtype=torch.float32, device=self.device)
         quality = None if options.quality is None else torch.full((len(items),), options.quality, device=self.device)
         try:
             out = self.model(lq, w=w, quality=quality)
@@ -528,6 +582,34 @@ class FaceRestorer:
             job.timings["model"] = job.timings.get("model", 0.0) + share
             job.remaining -= 1
 
+    def _upsample_faces(self, job: _Job, options: RestoreOptions) -> None:
+        """Restored faces at k x the crop side through the super-resolution network, where they are
+        pasted larger than the crop; with ``fidelity="auto"`` mixed with the fidelity path (the input
+        crop through the same network) by ``record.generative``."""
+        from iqpfr.face.pipeline import FACE_UPSAMPLE_MIN_STRETCH, face_upsample_factor
+
+        upsampler = self.upsampler
+        scale = int(upsampler.scale)
+        width, height = job.image.size
+        for record in job.records:
+            if record.restored is None or record.strength <= 0:
+                continue
+            side = record.restored.shape[0]
+            if options.aligned:
+                footprint = max(width, height) * options.upscale / side
+                factor = 1 if footprint < FACE_UPSAMPLE_MIN_STRETCH else int(min(scale, np.ceil(footprint)))
+            else:
+                factor = face_upsample_factor(side, record.affine, options.upscale, scale)
+            share = float(record.generative)
+            if share < 1.0:
+                factor = scale  # the fidelity path is a restoration in itself: always at the network's scale
+            if factor <= 1:
+                continue
+            face = upsampler(record.restored, factor) if share > 0 else 0.0
+            if share < 1.0:
+                face = share * face + (1.0 - share) * upsampler(record.crop, factor)
+            record.restored = np.ascontiguousarray(np.clip(face, 0.0, 1.0), dtype=np.float32)
+
     def _finish(self, job: _Job, options: RestoreOptions, finish: Callable | None) -> RestoreResult | BaseException:
         if job.error is not None:
             return job.error
@@ -537,11 +619,14 @@ class FaceRestorer:
                 start = time.perf_counter()
                 background = upsampled_background(job.image, options.upscale, self.upsampler)
                 job.timings["background"] = time.perf_counter() - start
+            if options.face_upsample:
+                start = time.perf_counter()
+                self._upsample_faces(job, options)
+                job.timings["face_upsample"] = time.perf_counter() - start
             start = time.perf_counter()
             output = paste_faces(
                 job.image, job.records, upscale=options.upscale, color=options.color_fix,
                 grayscale=options.grayscale, aligned=options.aligned, background=background,
-                face_upsampler=self.upsampler if options.face_upsample else None,
             )
             job.timings["paste"] = time.perf_counter() - start
             image = convert_output(output, job.kind)

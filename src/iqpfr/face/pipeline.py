@@ -68,6 +68,10 @@ class FaceRecord:
     box (x0, y0, x1, y1), landmarks (5, 2) and landmarks68 (68, 2) | None: input-image pixels.
     affine: (2, 3) input image -> crop. crop / restored: (S, S, 3) float32 RGB in [0, 1].
     score: detector confidence. timings: seconds per stage.
+    fidelity: the w this face is restored with. input_niqe / strength / generative: with
+    ``fidelity="auto"``, the input face's NIQE, the share of the restoration used, and the share of
+    the restoration that is the network's (the rest: the super-resolution fidelity path); see
+    ``iqpfr.face.adaptive``. 1 otherwise.
     """
 
     index: int
@@ -79,10 +83,14 @@ class FaceRecord:
     landmarks68: np.ndarray | None = None
     restored: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    fidelity: float | None = None
+    input_niqe: float | None = None
+    strength: float = 1.0
+    generative: float = 1.0
 
     def to_dict(self) -> dict:
         """JSON-friendly summary (no pixel data)."""
-        return {
+        summary = {
             "index": self.index,
             "box": [round(float(v), 2) for v in self.box],
             "score": round(float(self.score), 4),
@@ -90,6 +98,13 @@ class FaceRecord:
             "affine": np.round(self.affine, 6).tolist(),
             "timings": {k: round(v, 5) for k, v in self.timings.items()},
         }
+        if self.fidelity is not None:
+            summary["fidelity"] = round(float(self.fidelity), 4)
+        if self.input_niqe is not None:
+            summary["input_niqe"] = round(float(self.input_niqe), 3)
+            summary["strength"] = round(float(self.strength), 4)
+            summary["generative"] = round(float(self.generative), 4)
+        return summary
 
 
 def to_float(pixels: np.ndarray) -> np.ndarray:
@@ -176,7 +191,6 @@ def paste_faces(
     grayscale: str = "auto",
     aligned: bool = False,
     background: LoadedImage | None = None,
-    face_upsampler=None,
 ) -> LoadedImage:
     """The output photo: ``image`` up-scaled, with every restored face blended in.
 
@@ -186,8 +200,8 @@ def paste_faces(
     aligned: the photo is one aligned face: the restored face replaces it (no mask).
     background: the up-scaled photo to paste into (e.g. from a super-resolution network); default a
         bicubic resize of ``image`` by ``upscale``. Its size must be ``image``'s times ``upscale``.
-    face_upsampler: optional ``(face (S, S, 3) float [0, 1], factor k) -> (k S, k S, 3)`` with a
-        ``scale`` attribute (its largest k); a face whose footprint is larger than S goes through it first.
+    A restored face may be k times the crop's side (up-sampled, k an integer): it is pasted through
+    the same alignment, sampled k times finer. ``record.strength`` < 1 keeps that share of the input.
     """
     import cv2
 
@@ -207,31 +221,22 @@ def paste_faces(
     if aligned:
         face = records[0].restored if records and records[0].restored is not None else None
         if face is not None:
-            if face_upsampler is not None:
-                factor = int(min(face_upsampler.scale, np.ceil(max(size) / face.shape[0])))
-                if factor > 1:
-                    face = _upsampled(face_upsampler, face, factor, gray, tone)
             interpolation = cv2.INTER_AREA if size[0] < face.shape[1] else cv2.INTER_CUBIC
             resized = np.clip(cv2.resize(face, size, interpolation=interpolation), 0.0, 1.0)
+            strength = float(records[0].strength)
+            if strength < 1.0:  # quality-adaptive: keep this share of the input (at the output size)
+                resized = strength * resized + (1.0 - strength) * (out.pixels.astype(np.float32) / out.max_value)
             out.pixels = np.round(resized * out.max_value).astype(out.pixels.dtype)
         return out
     for record in records:
-        if record.restored is None:
-            continue
+        if record.restored is None or record.strength <= 0:
+            continue  # a clean face (quality-adaptive strength 0) keeps the photo's own pixels
         start = time.perf_counter()
-        face, affine = record.restored, record.affine
-        if face_upsampler is not None:
-            factor = face_upsample_factor(face.shape[0], affine, upscale, int(face_upsampler.scale))
-            if factor > 1:
-                face, affine = _upsampled(face_upsampler, face, factor, gray, tone), scale_crop_affine(affine, factor)
+        face = record.restored
+        factor = max(1, int(round(face.shape[0] / record.crop.shape[0])))
+        affine = scale_crop_affine(record.affine, factor) if factor > 1 else record.affine
         points68 = None if record.landmarks68 is None else transform_points(record.landmarks68, affine)
-        mask = soft_face_mask(face.shape[0], points68)
+        mask = soft_face_mask(face.shape[0], points68) * np.float32(record.strength)
         paste_face(out.pixels, face, inverse_affine(affine, upscale), mask)
         record.timings["paste"] = time.perf_counter() - start
     return out
-
-
-def _upsampled(face_upsampler, face: np.ndarray, factor: int, gray: bool, tone) -> np.ndarray:
-    """The face through the up-sampler, keeping the photo's monochrome tone."""
-    big = np.clip(face_upsampler(face, factor), 0.0, 1.0).astype(np.float32)
-    return to_gray3(big) if gray else apply_tone(big, tone) if tone is not None else big

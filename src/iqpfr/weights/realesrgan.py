@@ -11,7 +11,6 @@ files (``params_ema`` / ``params``), strictly.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,9 +176,3 @@ def load_sr_model(path_or_name: str | os.PathLike, *, offline: bool = False):
         raise ValueError(f"{path}: does not fit {arch} ({first})") from None
     return model.eval()
 
-
-def describe_source(path: str | os.PathLike) -> str:
-    """One line saying where a cached converted file came from (for ``iqpfr weights``)."""
-    from iqpfr.models.checkpoint import read_model_config
-
-    return json.dumps(read_model_config(path).get(SOURCE_KEY, {}))

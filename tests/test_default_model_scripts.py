@@ -283,3 +283,36 @@ def test_quality_probe_sweep_and_ceiling(tmp_path):
     images = [levels[k]["image"] for k in sorted(levels, key=float)]
     assert images[0] < levels["+0"]["image"] < images[-1]
     assert all({"decoded_dual", "decoded_common"} <= set(v) for v in levels.values())
+
+
+def test_device_session_two_calls_tiny(tmp_path):
+    """device_session.sh, the GPU session's two calls, at tiny scale on the CPU: call 1 trains stages
+    I and II, call 2 stage III on the same (warm) runs folder and then runs the benchmark."""
+    ffhq = shared_path("data", "ffhq_train256")
+    data = tmp_path / "data"
+    assert _load("pack_data").main(["--out", str(data), "--ffhq", str(ffhq), "--limit", "8", "--utk", "0"]) == 0
+    configs = _tiny_configs(tmp_path / "configs", data)
+    env = dict(os.environ, OUT=str(tmp_path / "out"), DM_CONFIG_DIR=str(configs), DM_ROOT=str(tmp_path / "runs"),
+               DM_CARRIED=str(tmp_path / "carry"), DM_PROBE="3", DM_WARM="1", DM_FINISH_S="1", OMP_NUM_THREADS="1",
+               DM_MINUTES="0.3 0.3 0.3",
+               DM_BENCH_ARGS="--models codeformer-tiny --devices cpu --faces 1 --repeats 1 --bf16 off "
+                             "--cpu-kernels off --threads 1")
+    for part in ("1", "2"):
+        proc = subprocess.run(["bash", str(SCRIPTS / "device_session.sh"), part], env=env, capture_output=True,
+                              text=True, timeout=400)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert f"device_session.sh: part {part} exit 0" in proc.stdout
+        names = {p.name for p in (tmp_path / "out").iterdir()}
+        assert len(names) <= 8, names  # what one device call can return (console.log comes from the caller's tee)
+        if part == "1":
+            assert {"stage2_report.json", "codes.pt", "logs_part1.tar"} <= names, names
+            assert not any(n.startswith("stage1_") for n in names), names
+            out1 = tmp_path / "reply1"
+            (tmp_path / "out").rename(out1)
+            collect = _load("collect")
+            assert collect.main([str(out1), "--archive", str(tmp_path / "archive"), "--carry-dir",
+                                 str(tmp_path / "carry"), "--data-dir", str(data)]) == 0
+    assert {"stage3_report.json", "inference_cuda.json", "logs_part2.tar"} <= names, names
+    assert any(n.startswith("stage3_ema-") for n in names)
+    bench = json.loads((tmp_path / "out" / "inference_cuda.json").read_text())
+    assert bench  # the benchmark ran to the end and wrote its results

@@ -33,3 +33,7 @@ def shared_dir() -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # never touch the user's real weight cache from tests
     monkeypatch.setenv("IQPFR_HOME", str(tmp_path_factory.mktemp("iqpfr_home")))
+    # a user's offline setting must not change what the tests see: they serve their own files on
+    # localhost, and tests of offline mode set it themselves
+    for name in ("IQPFR_OFFLINE", "HF_HUB_OFFLINE", "HF_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)

@@ -180,3 +180,23 @@ def test_eval_sweep_restores_and_tabulates(tmp_path, capsys):
     assert main(other) == 2
     assert "holds the results of another run (differs in: model)" in capsys.readouterr().err
     assert (out / "w1_q0.9" / "a0.png").stat().st_mtime_ns == mtime
+
+
+def test_eval_pairs_restore_per_face_names_with_their_gt(pairs, tmp_path, capsys):
+    """README's command: restored_faces/NAME_00.png pairs with gt/NAME.png without --strip-suffix."""
+    pred_dir, gt_dir = pairs
+    faces = tmp_path / "restored_faces"
+    faces.mkdir()
+    for p in sorted(pred_dir.glob("*.png")):
+        (faces / f"{p.stem}_00.png").write_bytes(p.read_bytes())
+    (faces / "stranger_00.png").write_bytes(next(pred_dir.glob("*.png")).read_bytes())
+    out = tmp_path / "r.csv"
+    rc = main(["eval", "--pred", str(faces), "--gt", str(gt_dir), "--metrics", "psnr", "-o", str(out), "--no-plots"])
+    err = capsys.readouterr().err
+    rows = _rows(out)
+    assert len(rows) == len(list(pred_dir.glob("*.png")))
+    assert "paired with the GT image NAME" in err
+    # the one without a GT says what to do, in one line
+    lines = [line for line in err.splitlines() if "stranger_00.png" in line]
+    assert len(lines) == 1 and "no GT image named stranger_00" in lines[0] and "--strip-suffix" in lines[0]
+    assert rc == 1

@@ -278,9 +278,28 @@ def test_every_codeformer_photo(tmp_path, capsys):
     names = sorted(p.name for p in folder.iterdir() if p.suffix in (".jpg", ".png"))
     assert sorted(os.listdir(tmp_path / "out" / "final_results")) == names
     report = json.loads((tmp_path / "r.json").read_text())
-    assert sum(len(item["faces"]) for item in report["images"]) == 17
+    assert sum(len(item.get("faces", [])) for item in report["images"]) == 17
+    assert [Path(i["input"]).name for i in report["images"] if i["status"] == "ignored"] == ["SOURCE.md"]
     assert len(os.listdir(tmp_path / "out" / "restored_faces")) == 17
     for name in names:
         source = Image.open(folder / name)
         result = Image.open(tmp_path / "out" / "final_results" / name)
         assert result.size == (source.size[0] * 2, source.size[1] * 2) and result.mode == source.mode
+
+
+def test_folder_scan_takes_gif_and_counts_other_files(tmp_path, capsys):
+    """A GIF in a folder is restored from its first frame (with a note); a non-image file is listed
+    as ignored; the summary accounts for every file of the folder."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with Image.open(ASTRONAUT) as im:
+        im.save(folder / "anim.gif", save_all=True, append_images=[im.rotate(10)], duration=100)
+    (folder / "notes.txt").write_text("not a photo")
+    out = tmp_path / "out"
+    code, err = run_cli(capsys, folder, "-o", out, *TINY, "--json", tmp_path / "r.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    status = {Path(i["input"]).name: i["status"] for i in report["images"]}
+    assert status == {"anim.gif": "ok", "notes.txt": "ignored"}
+    assert "1 not images (ignored)" in err and "only the first frame is used" in err
+    assert (out / "final_results" / "anim.png").is_file()

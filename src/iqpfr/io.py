@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # GIF: first frame
 # a guard against decompression bombs (a tiny file claiming gigapixels); PIL refuses above ~179 MP too
 DEFAULT_MAX_PIXELS = 178_000_000
 _EXIF_ORIENTATION = 0x0112

@@ -172,6 +172,9 @@ class RestoreCommand:
         out_root = self.out_dir.resolve()
         for text in self.args.inputs:
             from_folder = Path(text).is_dir()
+            if from_folder:  # every file of a folder shows up in the summary, images or not
+                for other in _other_files(Path(text), self.args.recursive, IMAGE_EXTENSIONS, out_root):
+                    self.items.append({"input": str(other), "status": "ignored", "note": "not an image file"})
             for path, base, error in _expand_input(text, self.args.recursive, IMAGE_EXTENSIONS, image_files):
                 if error is not None:
                     self.items.append({"input": str(path), "status": "failed", "error": error})
@@ -238,21 +241,23 @@ class RestoreCommand:
         if pending:
             self._restore(pending)
         self._write_report()
-        counts = {s: sum(1 for i in self.items if i["status"] == s) for s in ("ok", "no_face", "skipped", "failed")}
+        counts = {s: sum(1 for i in self.items if i["status"] == s)
+                  for s in ("ok", "no_face", "skipped", "failed", "ignored")}
         faces = sum(len(i.get("faces", [])) for i in self.items)
+        ignored = f", {counts['ignored']} not images (ignored)" if counts["ignored"] else ""
         print(
             f"iqpfr restore: {counts['ok']} restored ({faces} faces), {counts['no_face']} without faces, "
-            f"{counts['skipped']} skipped (exist), {counts['failed']} failed -> {self.out_dir}",
+            f"{counts['skipped']} skipped (exist), {counts['failed']} failed{ignored} -> {self.out_dir}",
             file=sys.stderr,
         )
-        if not self.items:
+        if not any(i["status"] != "ignored" for i in self.items):
             self._error("no input images found")
             return 1
         return 1 if counts["failed"] else 0
 
     def _dry_run(self) -> int:
         for item in self.items:
-            if item["status"] == "failed":
+            if item["status"] in ("failed", "ignored"):
                 continue
             target = item.get("output") or item["_targets"][0]
             state = "skip (exists)" if item["status"] == "skipped" else "write"
@@ -455,6 +460,13 @@ class RestoreCommand:
 def _one_line(exc: BaseException, label: str) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if label in text else f"{label}: {text}"
+
+
+def _other_files(folder, recursive: bool, extensions, out_root):
+    """Files of a scanned folder that are not images (hidden files and our own outputs excluded)."""
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in candidates if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() not in extensions and not p.resolve().is_relative_to(out_root))
 
 
 def _expand_input(text: str, recursive: bool, extensions, image_files):

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import re
+
 import numpy as np
 
 from iqpfr.eval.protocol import FULL_REFERENCE, SET_LEVEL, metric_spec, record_direction
@@ -52,6 +54,16 @@ class EvalConfig:
     plots: bool = True
     progress: bool | None = None  # None: only when stderr is a terminal
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in the summary (e.g. w, quality)
+
+
+# `iqpfr restore` writes restored_faces/NAME_NN[_suffix].png (NN: face index, suffix: --suffix / _w<w>)
+_RESTORED_FACE = re.compile(r"^(?P<base>.+)_\d{2}(?:_[^/]+)?$")
+
+
+def restored_face_base(key: str) -> str | None:
+    """NAME for a per-face output key ``NAME_NN`` / ``NAME_NN_suffix``, else None."""
+    match = _RESTORED_FACE.match(key)
+    return match.group("base") if match else None
 
 
 @dataclass
@@ -293,14 +305,24 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = None) -> EvalR
     failures: list[str] = []
     signatures: dict[str, str] = {}
     todo = []
+    auto_paired = 0
     for path, rel in pred_files:
         key = rel.as_posix()
         gt_key = _key(rel)
         if cfg.strip_suffix and gt_key.endswith(cfg.strip_suffix):
             gt_key = gt_key[: -len(cfg.strip_suffix)]
         gt_path = gts.get(gt_key)
+        if gt_path is None and not cfg.strip_suffix and gts:
+            # `iqpfr restore` names per-face outputs NAME_NN[_suffix]: pair them with NAME
+            base = restored_face_base(gt_key)
+            if base is not None and base in gts:
+                gt_path = gts[base]
+                auto_paired += 1
         if needs_gt and gt_path is None:
-            failures.append(f"{path}: no GT image named {gt_key}.* in {cfg.gt_dir}")
+            hint = "" if cfg.strip_suffix else (
+                " (per-face outputs of iqpfr restore, NAME_NN.png, pair with NAME automatically; for other "
+                "names pass --strip-suffix SUFFIX)")
+            failures.append(f"{path}: no GT image named {gt_key}.* in {cfg.gt_dir}{hint}")
             continue
         try:
             signature = pair_signature(path, gt_path, cfg)
@@ -314,6 +336,8 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = None) -> EvalR
         missing = [m for m in per_image if any(done.get(c, "") in ("", None) for c in metric_spec(m).columns)]
         if missing:
             todo.append((path, key, gt_path, missing))
+    if auto_paired:
+        log(f"iqpfr eval: {auto_paired} per-face output(s) NAME_NN paired with the GT image NAME")
     for msg in failures:
         log(f"iqpfr eval: {msg}")
 

@@ -41,11 +41,18 @@ def folder_bytes(path: str | os.PathLike) -> int:
 
 def checkout_bytes(repo: Path = REPO) -> int:
     """Bytes of what the device tool sends besides carried paths: tracked files plus untracked
-    files that git does not ignore (the working-tree copy)."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         cwd=repo, capture_output=True, check=True).stdout
+    files that git does not ignore (the working-tree copy). Outside a git checkout (an unpacked
+    release, a copy) every file below ``repo`` except the usual ignored folders counts: an upper bound."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             cwd=repo, capture_output=True, check=True).stdout
+        names = {n for n in out.decode().split("\0") if n}
+    except (OSError, subprocess.CalledProcessError):
+        skip = {".git", "runs", DATA_DIR_NAME, CKPT_DIR_NAME, "__pycache__", ".whl"}
+        names = {p.relative_to(repo).as_posix() for p in repo.rglob("*")
+                 if p.is_file() and not skip & set(p.relative_to(repo).parts)}
     total = 0
-    for name in {n for n in out.decode().split("\0") if n}:
+    for name in names:
         p = repo / name
         if p.is_file() and not p.is_symlink():
             total += p.stat().st_size

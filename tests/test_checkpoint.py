@@ -92,8 +92,11 @@ def test_plain_safetensors_without_config_uses_preset_from_arch(tmp_path):
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
     assert read_model_config(path) == {}
     assert _same_state(source, load_model(path, arch="iqpfr-tiny"))
-    with pytest.raises(RuntimeError):  # strict: a size mismatch is an error, not a silent partial load
+    # strict: a size mismatch is an error, not a silent partial load, and it fits on one line
+    with pytest.raises(ValueError, match=r"bare.safetensors: the weights do not fit the architecture tried "
+                       r"\(codeformer-tiny\): 1 tensors differ in shape") as info:
         load_model(path, arch="codeformer-tiny")
+    assert "\n" not in str(info.value) and len(str(info.value)) < 500
 
 
 def test_bad_files_give_clear_errors(tmp_path):

@@ -306,3 +306,45 @@ def test_stage2_quality_rows_line_keeps_the_default_row(stage1_run, tmp_path):
     direction = (rows[0] - rows[9]) / line_offsets(10, 9)[0]
     assert direction.abs().max() > 0
     torch.testing.assert_close(rows, rows[9] + line_offsets(10, 9)[:, None] * direction, rtol=1e-5, atol=1e-6)
+
+
+def test_run_exports_load_by_path_alone(stage1_run, stage2_run, tmp_path, capsys):
+    """`iqpfr train`'s model_ema.safetensors rebuilds its exact architecture (overrides included)
+    in load_model and `iqpfr restore --weights`, with no --model; a wrong --model fails in one line."""
+    from pathlib import Path
+
+    from iqpfr.cli import main
+    from iqpfr.models.autoencoder import VQAutoEncoder
+    from iqpfr.models.checkpoint import load_model, read_model_config
+
+    vq_path = Path(stage1_run[0].run_dir) / "model_ema.safetensors"
+    assert isinstance(load_model(vq_path), VQAutoEncoder)
+    path = Path(stage2_run[0].run_dir) / "model_ema.safetensors"
+    config = read_model_config(path)
+    assert config["stage"] == 2 and config["class"].endswith(":IQPFR") and config["model_args"]["img_size"] == 32
+    model = load_model(path)
+    with torch.no_grad():
+        y = model(torch.zeros(1, 3, 32, 32), w=torch.full((1,), 0.5)).image
+    assert y.shape == (1, 3, 32, 32)
+    import importlib.resources
+
+    sample = Path(str(importlib.resources.files("iqpfr") / "assets" / "astronaut_degraded.jpg"))
+    out = tmp_path / "out"
+    code = main(["restore", str(sample), "-o", str(out), "--aligned", "--weights", str(path), "--device", "cpu",
+                 "--quality-target", "0.5", "--no-face-upsample", "-q"])
+    assert code == 0, capsys.readouterr().err
+    assert (out / "final_results" / "astronaut_degraded.jpg").is_file()
+    pytest.importorskip("onnxruntime")
+    assert main(["export", "onnx", str(path), "-o", str(tmp_path / "run.onnx"), "--check"]) == 0
+    assert (tmp_path / "run.onnx").is_file()
+    # a bare weight file (no config) named as the wrong architecture: one line, not a key dump
+    from safetensors.torch import load_file, save_file
+
+    bare = tmp_path / "bare.safetensors"
+    save_file(load_file(str(path)), str(bare))
+    code = main(["restore", str(sample), "-o", str(tmp_path / "out2"), "--aligned", "--weights", str(bare),
+                 "--model", "iqpfr-128", "--device", "cpu", "-q"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert code != 0 and len(lines) == 1 and "do not fit the architecture tried (iqpfr-128)" in lines[0]
+    assert len(lines[0]) < 600

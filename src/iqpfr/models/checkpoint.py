@@ -183,5 +183,27 @@ def load_model(
         model = create_model(config["architecture"], **{**config.get("model_args", {}), **overrides})
     else:
         model = create_model(infer_architecture(state), **overrides)
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise ValueError(f"{path}: {state_mismatch(model, state)}") from None
     return model.to(device).eval()
+
+
+def state_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """One line saying how ``state`` differs from ``model``'s parameters (for load errors)."""
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in state.items()}
+    built = getattr(model, "preset", None) or type(model).__name__
+    missing, unexpected = sorted(own.keys() - theirs.keys()), sorted(theirs.keys() - own.keys())
+    shapes = [k for k in own.keys() & theirs.keys() if own[k] != theirs[k]]
+    parts = []
+    if shapes:
+        k = sorted(shapes)[0]
+        parts.append(f"{len(shapes)} tensors differ in shape (e.g. {k}: file {theirs[k]}, {built} {own[k]})")
+    if missing:
+        parts.append(f"{len(missing)} tensors of {built} are missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} tensors are not in {built} (e.g. {unexpected[0]})")
+    return (f"the weights do not fit the architecture tried ({built}): " + "; ".join(parts)
+            + " (name the right one with --model / arch=)")

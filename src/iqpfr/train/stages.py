@@ -119,15 +119,33 @@ class Stage:
         raise NotImplementedError
 
     def export(self, run_dir: Path) -> Path:
-        """Write the EMA weights (``<run_dir>/model_ema.safetensors``) and return the path."""
+        """Write the EMA weights (``<run_dir>/model_ema.safetensors``) and return the path.
+
+        The file describes itself: the network's class, constructor arguments (overrides included)
+        and quality adapter in the ``config`` entry that ``iqpfr.load_model`` reads, plus the stage
+        and the resolved training config (``train_config``), so it loads by path alone.
+        """
+        import dataclasses
+        import json
+
         from safetensors.torch import save_file
 
+        from iqpfr.models.checkpoint import METADATA_KEY, model_config
         from iqpfr.utils.fs import atomic_path
 
         assert self.ema is not None
         state = {k: v.detach().cpu().contiguous() for k, v in self.ema.state_dict().items()}
         path = Path(run_dir) / "model_ema.safetensors"
-        meta = {"stage": str(self.cfg.stage), "model": self.cfg.model.name, "format": "iqpfr-stage-weights"}
+        meta = {"stage": str(self.cfg.stage), "model": self.cfg.model.name, "format": "pt",
+                "iqpfr_format": "iqpfr-stage-weights"}
+        try:
+            config = model_config(self.ema.shadow)
+        except TypeError:  # a network without a constructor record: weights only
+            config = None
+        if config is not None:
+            meta[METADATA_KEY] = json.dumps({**config, "stage": int(self.cfg.stage)}, sort_keys=True)
+        if dataclasses.is_dataclass(self.cfg):
+            meta["train_config"] = json.dumps(dataclasses.asdict(self.cfg), sort_keys=True, default=str)
         with atomic_path(path) as tmp:
             save_file(state, str(tmp), metadata=meta)
         return path

@@ -32,7 +32,8 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
                    help="ArcFace ResNet-18 weights for --ids-model arcface (zoo name or file)")
     p.add_argument("--resize-to-gt", action="store_true", help="resize predictions to the GT size (bicubic)")
     p.add_argument("--strip-suffix", default="", metavar="TEXT",
-                   help="remove TEXT from the end of prediction names before pairing with GT (e.g. _00)")
+                   help="remove TEXT from the end of prediction names before pairing with GT (e.g. _00); without it, "
+                        "iqpfr restore's per-face names NAME_NN[_suffix] pair with NAME when that GT exists")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     p.add_argument("--offline", action="store_true", help="never download weights")
     p.add_argument("--no-plots", action="store_true", help="skip the matplotlib plots")

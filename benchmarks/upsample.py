@@ -45,6 +45,21 @@ def scores(pixels: np.ndarray, niqe: NIQE, piqe: PIQE) -> dict[str, float]:
         return {"niqe": float(niqe(x)[0]), "piqe": float(piqe(x)[0])}
 
 
+def mflop_per_input_pixel(architecture: str, side: int = 64) -> float:
+    """Convolution work of a super-resolution network per input pixel (MFLOP, multiply and add apart),
+    counted by ``torch.utils.flop_counter`` on the meta device (nothing is computed)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from iqpfr.models.rrdbnet import create_sr_model
+
+    with torch.device("meta"):
+        model = create_sr_model(architecture)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.zeros(1, 3, side, side, device="meta"))
+    return counter.get_total_flops() / (side * side) / 1e6
+
+
 def timed_upscale(upsampler: Upsampler, pixels: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     out = upsampler.upscale(pixels, scale)
@@ -83,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             kernel_note = f"unavailable ({' '.join(str(exc).split())[:120]})"
     best = fast or plain
+
+    # --- work per input pixel of the offered networks (architecture facts, no weights needed)
+    work = {name: mflop_per_input_pixel(name) for name in ("realesrgan-x4plus", "realesr-animevideov3")}
+    print("work per input pixel: " + ", ".join(f"{n} {v:.1f} MFLOP" for n, v in work.items())
+          + f" ({work['realesrgan-x4plus'] / work['realesr-animevideov3']:.0f}x)")
 
     # --- time per megapixel, both paths on the same photo
     time_path = Path(args.time_image) if args.time_image else photos[0]
@@ -140,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "worst_seam_ratio": seam_ratio,
     }
     result = {"settings": {**vars(args), "torch": torch.__version__, "cpu_kernels": kernel_note},
-              "timing": timing, "photos": rows, "summary": summary}
+              "mflop_per_input_pixel": work, "timing": timing, "photos": rows, "summary": summary}
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
     speed = (f"{timing['kernels_s_per_mp']:.1f} s/MP with the CPU kernels, {timing['plain_s_per_mp']:.1f} without"

@@ -472,4 +472,6 @@ def test_benchmark_script_smoke(tmp_path, capsys):
     assert [r["image"] for r in result["photos"]] == ["a.png", "b.png"]
     assert result["summary"]["photos_with_tile_boundaries"] == 2
     assert result["timing"]["plain_s_per_mp"] > 0
+    work = result["mflop_per_input_pixel"]
+    assert 30 < work["realesrgan-x4plus"] < 40 and 1 < work["realesr-animevideov3"] < 2
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("headline: background NIQE")

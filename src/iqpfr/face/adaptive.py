@@ -4,7 +4,8 @@ of the restoration is used.
 A restorer that changes a face that needed nothing fails its user. So before restoring, every
 input face is scored with the no-reference quality prior (NIQE, aligned to the FFHQ template at
 512 px, where it separates clean faces from degraded ones: ``gpen_ffhq10`` at 512 px scores 2.9-4.6,
-the same faces under the "large" degradation 15-23, CodeFormer's real LQ faces 7-17). The score
+the same faces under the "large" degradation 13-23, CodeFormer's real LQ faces 10.4-16.5 (cropped)
+and 4.4-12.3 (gray); ``scripts/default_model/do_no_harm.py`` reports these ranges). The score
 becomes a restoration strength s in [0, 1]:
 
     s = clip((NIQE - NIQE_CLEAN) / (NIQE_RUINED - NIQE_CLEAN), 0, 1)

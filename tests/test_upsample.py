@@ -475,3 +475,17 @@ def test_benchmark_script_smoke(tmp_path, capsys):
     work = result["mflop_per_input_pixel"]
     assert 30 < work["realesrgan-x4plus"] < 40 and 1 < work["realesr-animevideov3"] < 2
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("headline: background NIQE")
+
+
+def test_background_keeps_alpha(tiny_upsampler):
+    pytest.importorskip("dlib")
+    from iqpfr.restorer import FaceRestorer
+
+    rng = np.random.default_rng(2)
+    rgba = (rng.random((40, 52, 4)) * 255).astype(np.uint8)
+    rgba[:, :, 3] = 180
+    restorer = FaceRestorer(create_sr_model("rrdbnet-tiny"), device="cpu", upsampler=tiny_upsampler)
+    out = restorer.restore(rgba, upscale=2.0, bg_upsampler="realesrgan", face_upsample=False)
+    assert out.image.shape == (80, 104, 4)
+    assert np.abs(out.image[:, :, 3].astype(int) - 180).max() <= 1
+    assert "background" in out.timings

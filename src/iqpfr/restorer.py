@@ -648,15 +648,11 @@ class FaceRestorer:
 
 
 def upsampled_background(image: LoadedImage, upscale: float, upsampler) -> LoadedImage:
-    """``image`` (and its alpha, bicubically) up-scaled by ``upscale`` through ``upsampler``."""
-    import cv2
-
-    pixels = upsampler.upscale(image.pixels, upscale)
-    alpha = None
-    if image.alpha is not None:
-        size = (pixels.shape[1], pixels.shape[0])
-        alpha = cv2.resize(image.alpha, size, interpolation=cv2.INTER_CUBIC if upscale > 1 else cv2.INTER_AREA)
-    return image.with_pixels(pixels, alpha)
+    """``image`` up-scaled by ``upscale`` through ``upsampler`` (which resizes an alpha channel bicubically)."""
+    if image.alpha is None:
+        return image.with_pixels(upsampler.upscale(image.pixels, upscale), None)
+    out = upsampler.upscale(np.dstack([image.pixels, image.alpha]), upscale)
+    return image.with_pixels(np.ascontiguousarray(out[:, :, :3]), np.ascontiguousarray(out[:, :, 3]))
 
 
 def _label(source: Any) -> str:

@@ -67,6 +67,8 @@ _BUILTIN = {
     "piqe": ("iqpfr.quality.piqe", "PIQE"),
     "brisque": ("iqpfr.quality.brisque", "BRISQUE"),
     "face-iqa": ("iqpfr.quality.learned", "FaceIQA"),
+    "uiqm": ("iqpfr.quality.uiqm", "UIQM"),
+    "uciqe": ("iqpfr.quality.uciqe", "UCIQE"),
 }
 
 PYIQA_PREFIX = "pyiqa:"

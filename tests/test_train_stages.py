@@ -348,3 +348,22 @@ def test_run_exports_load_by_path_alone(stage1_run, stage2_run, tmp_path, capsys
     lines = [line for line in err.splitlines() if "error" in line]
     assert code != 0 and len(lines) == 1 and "do not fit the architecture tried (iqpfr-128)" in lines[0]
     assert len(lines[0]) < 600
+
+
+def test_run_export_loads_through_spandrel(stage2_run):
+    """A trained run's file (its overrides are not a preset's shapes) loads in spandrel, as ComfyUI
+    and AUTOMATIC1111 load it, and restores as iqpfr does."""
+    from pathlib import Path
+
+    spandrel = pytest.importorskip("spandrel", reason="needs the spandrel extra")
+    import iqpfr.integrations.spandrel as iqpfr_spandrel
+    from iqpfr.models.checkpoint import load_model
+    from iqpfr.restorer import FaceRestorer
+
+    path = Path(stage2_run[0].run_dir) / "model_ema.safetensors"
+    descriptor = spandrel.ModelLoader().load_from_file(path)
+    assert descriptor.architecture.id == "iqpfr.IQPFR" and "guessed-config" not in descriptor.tags
+    faces = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected = FaceRestorer(load_model(path), device="cpu").restore_aligned(faces, fidelity=0.3, quality=0.6)
+    got = iqpfr_spandrel.restore_aligned(descriptor, faces, fidelity=0.3, quality=0.6)
+    assert (got - expected).abs().max().item() <= 1e-4

@@ -112,9 +112,11 @@ def load_sharded(prefix: str | os.PathLike, dtype: torch.dtype | None = torch.fl
     """Merge the shards of ``prefix`` into one state dict (floating tensors cast to ``dtype``)."""
     from safetensors.torch import load_file
 
+    from iqpfr.models.checkpoint import pop_config_tensor
+
     state: dict[str, torch.Tensor] = {}
     for path in shard_paths(prefix):
-        for k, v in load_file(str(path)).items():
+        for k, v in pop_config_tensor(load_file(str(path)))[0].items():
             state[k] = v.to(dtype) if (dtype is not None and v.is_floating_point()) else v
     return state
 

@@ -49,6 +49,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run the file in onnxruntime and compare with PyTorch (max abs diff; fails above 1e-3)",
     )
+    p.add_argument(
+        "--io-names",
+        help="host-runner layout instead of lq,w,quality: 'input,weight' (facefusion / ReActor: input float32 "
+        "(B,3,S,S) in [-1,1], weight float64 (1,), output 'output') or 'input' (fidelity baked in)",
+    )
+    p.add_argument("--io-size", type=int, help="with --io-names: the crop side the host feeds (a multiple of the "
+                   "network's; resized inside the graph), e.g. 512")
+    p.add_argument("--fidelity", type=float, default=0.5, help="w baked in when the graph has no weight input (0.5)")
+    p.add_argument("--quality-target", type=float, default=0.9, help="with --io-names: the quality target baked in (0.9)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run_onnx)
@@ -104,8 +113,12 @@ def run_onnx(args: argparse.Namespace) -> int:
             dynamic_batch=not args.static_batch,
             check=args.check,
             overwrite=args.overwrite,
+            io_names=tuple(n.strip() for n in args.io_names.split(",")) if args.io_names else None,
+            io_size=args.io_size,
+            fidelity=args.fidelity,
+            quality=args.quality_target,
         )
-    except FileExistsError as exc:
+    except (FileExistsError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

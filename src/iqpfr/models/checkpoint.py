@@ -27,6 +27,11 @@ from iqpfr.models.factory import PRESETS, build_model, class_path, create_model
 
 FORMAT = "iqpfr-safetensors-v1"
 METADATA_KEY = "config"
+# The same config as UTF-8 JSON bytes in a uint8 tensor of the state dict itself, for loaders that
+# see only tensors (spandrel, ComfyUI's load_torch_file drop safetensors metadata). Written for the
+# networks whose arguments cannot be read off their shapes (IQPFR, quality-adapted models);
+# ``load_state_dict_file`` removes it again.
+CONFIG_TENSOR_KEY = "iqpfr_config"
 _STATE_KEYS = ("params_ema", "params", "state_dict")  # official containers, EMA weights first
 _OFFICIAL_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin"}
 
@@ -52,6 +57,31 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     }
 
 
+def config_tensor(config: dict[str, Any]) -> torch.Tensor:
+    """``config`` as a 1-D uint8 tensor of its JSON bytes (see ``CONFIG_TENSOR_KEY``)."""
+    data = json.dumps(config, sort_keys=True).encode("utf-8")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+
+
+def wants_config_tensor(config: dict[str, Any]) -> bool:
+    """Whether a file of this model should carry ``CONFIG_TENSOR_KEY``: IQPFR networks and
+    quality-adapted ones (plain CodeFormer/GFPGAN files stay byte-compatible with their loaders)."""
+    return config.get("class") == "iqpfr.models.iqpfr:IQPFR" or config.get("quality_adapter") is not None
+
+
+def pop_config_tensor(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """``(state without CONFIG_TENSOR_KEY, the config it held or None)``."""
+    if CONFIG_TENSOR_KEY not in state:
+        return state, None
+    state = dict(state)
+    raw = state.pop(CONFIG_TENSOR_KEY)
+    try:
+        config = json.loads(bytes(raw.to(torch.uint8).flatten().tolist()).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        config = None
+    return state, config if isinstance(config, dict) else None
+
+
 def save_model(
     model: nn.Module, path: str | os.PathLike, *, config_json: bool = False, overwrite: bool = True,
     extra_config: dict[str, Any] | None = None,
@@ -71,6 +101,8 @@ def save_model(
     config = {**model_config(model), **(extra_config or {})}
     # safetensors refuses tensors that share memory and wants contiguous CPU tensors
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    if wants_config_tensor(config):
+        tensors[CONFIG_TENSOR_KEY] = config_tensor(model_config(model))
     metadata = {METADATA_KEY: json.dumps(config, sort_keys=True), "format": "pt"}
     atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), overwrite=overwrite)
     if config_json:
@@ -128,10 +160,11 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except Exception as exc:
             raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
-    return load_official_state_dict(path)
+        return pop_config_tensor(state)[0]
+    return pop_config_tensor(load_official_state_dict(path))[0]
 
 
 def infer_architecture(state: dict[str, torch.Tensor]) -> str:

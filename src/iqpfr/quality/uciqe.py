@@ -29,17 +29,24 @@ from iqpfr.quality.colour import srgb_to_lab
 C1, C2, C3 = 0.4680, 0.2745, 0.2576
 
 
+def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """sqrt with value and gradient 0 at exactly 0 (gray pixels have no chroma)."""
+    positive = x > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), 0.0)
+
+
 def uciqe_components(images: torch.Tensor) -> dict[str, torch.Tensor]:
     """sigma_c, con_l, mu_s and UCIQE, each (B,), of images (B, 3, H, W) RGB in [0, 1]."""
     x = images if images.dtype == torch.float64 else images.to(torch.float32)
     lab = srgb_to_lab(x.clamp(0.0, 1.0)) / 100.0
     lum = lab[:, 0].flatten(1)
-    chroma = torch.sqrt(lab[:, 1].flatten(1) ** 2 + lab[:, 2].flatten(1) ** 2 + 1e-12)
+    chroma = _safe_sqrt(lab[:, 1].flatten(1) ** 2 + lab[:, 2].flatten(1) ** 2)
     sigma_c = torch.sqrt(((chroma - chroma.mean(dim=1, keepdim=True)) ** 2).mean(dim=1) + 1e-12)
     q = torch.tensor([0.01, 0.99], dtype=lum.dtype, device=lum.device)
     lo, hi = torch.quantile(lum, q, dim=1)
     con_l = hi - lo
-    mu_s = (chroma / torch.sqrt(chroma**2 + lum**2 + 1e-12)).mean(dim=1)
+    denom = _safe_sqrt(chroma**2 + lum**2)
+    mu_s = torch.where(denom > 0, chroma / torch.where(denom > 0, denom, torch.ones_like(denom)), 0.0).mean(dim=1)
     return {"sigma_c": sigma_c, "con_l": con_l, "mu_s": mu_s,
             "uciqe": C1 * sigma_c + C2 * con_l + C3 * mu_s}
 

@@ -14,6 +14,7 @@ import sys
 # command modules, in the order they appear in `iqpfr --help`
 COMMAND_MODULES = (
     "restore",
+    "enhance",
     "score",
     "iqa",
     "degrade",
@@ -24,6 +25,7 @@ COMMAND_MODULES = (
     "export",
     "weights",
     "doctor",
+    "demo",
 )
 
 

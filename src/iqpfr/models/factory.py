@@ -94,6 +94,8 @@ EXTRA_CLASSES = (
     # super-resolution networks (background / face up-sampling; see iqpfr.models.rrdbnet)
     "iqpfr.models.rrdbnet:RRDBNet",
     "iqpfr.models.rrdbnet:SRVGGNetCompact",
+    # whole-image underwater enhancer (iqpfr.tasks.underwater; imported only when a file names it)
+    "iqpfr.tasks.underwater.model:UnderwaterEnhanceNet",
 )
 
 

@@ -1,0 +1,245 @@
+"""The Gradio page of ``iqpfr demo``: upload photos, restore, before | after, faces, downloads.
+
+``build_app(engine)`` returns the ``gr.Blocks``; ``launch(...)`` serves it offline on
+127.0.0.1 (analytics and version check off, system fonts, no share link unless asked, uploads
+capped and kept in the engine's private folder). The endpoint ``/restore`` is the page's restore
+button, so ``gradio_client`` gets exactly what the page shows::
+
+    from gradio_client import Client, handle_file
+    Client("http://127.0.0.1:7860/").predict([handle_file("photo.jpg")], api_name="/restore")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from iqpfr.demo.engine import DemoEngine, DemoError, PhotoResult, Settings
+from iqpfr.demo.settings import FACE_SELECTIONS, cli_choices
+
+SAMPLE = "astronaut_degraded.jpg"  # shipped in iqpfr/assets: the example needs no download
+TITLE = "iqpfr: face restoration"
+# a fixed w once "auto" is unticked: CodeFormer's usual middle setting
+MANUAL_FIDELITY = 0.5
+
+CSS = """
+#status p { margin: 0.2em 0; }
+#status .error { color: #b91c1c; font-weight: 600; }
+"""
+
+
+def _quiet_gradio() -> None:
+    """Before Gradio is imported: no analytics, no version check, no telemetry (offline page)."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("GRADIO_CACHE_EXAMPLES", "false")
+
+
+def import_gradio():
+    """Gradio, imported lazily (the ``demo`` extra); a clear message when it is missing."""
+    _quiet_gradio()
+    try:
+        import gradio as gr
+    except ImportError:
+        raise ImportError("the web demo needs Gradio: pip install 'iqpfr[demo]'") from None
+    return gr
+
+
+def sample_path() -> Path:
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("iqpfr") / "assets" / SAMPLE))
+
+
+def _status(results: list[PhotoResult], total: int, done: bool) -> str:
+    import html
+
+    lines = []
+    ok = [r for r in results if r.ok]
+    faces = sum(len(r.faces) for r in ok)
+    if done:
+        lines.append(f"**Restored {len(ok)} of {total} photo(s), {faces} face(s).**")
+    else:
+        lines.append(f"Restoring: {len(results)} of {total} photo(s) done…")
+    for r in results:
+        if r.error:
+            lines.append(f'<p class="error">{html.escape(r.error)}</p>')
+        else:
+            for note in r.notes:
+                lines.append(f"<p>{html.escape(note)}</p>")
+            lines.append(f"<p>{html.escape(r.name)}: {len(r.faces)} face(s) in {r.seconds:.1f} s.</p>")
+    return "\n".join(lines)
+
+
+def _view(result: PhotoResult | None):
+    """(before | after slider value, face gallery value) for one photo."""
+    if result is None or not result.ok:
+        return None, []
+    return (str(result.before), str(result.output)), [(str(f.image), f.caption()) for f in result.faces]
+
+
+def build_app(engine: DemoEngine):
+    """The page as a ``gr.Blocks`` (not launched)."""
+    gr = import_gradio()
+
+    defaults = engine.defaults
+    limits = engine.limits
+    labels = engine.model_labels
+    try:
+        caps = engine.capabilities(labels[0])
+        caps_error = None
+    except DemoError as exc:  # the page still opens and says what is missing
+        caps = {"fidelity": True, "quality": False, "default_quality": 0.9, "face_upsample": False}
+        caps_error = str(exc)
+    example = engine.folder.copy_in(sample_path())
+    upsample_ok = _upsample_installed()
+
+    def restore(files, model, auto_fidelity, fidelity, quality, upscale, detector, face_selection,
+                color_fix, grayscale, face_upsample, bg_upsampler, progress=gr.Progress()):
+        """Restore the uploaded photos; yields after each photo (so Cancel stops between photos)."""
+        paths = [_path_of(f) for f in (files or [])]
+        try:
+            capabilities = engine.capabilities(model)
+        except DemoError as exc:
+            raise gr.Error(str(exc), duration=None) from None
+        settings = Settings(
+            model=model, fidelity="auto" if auto_fidelity else float(fidelity),
+            quality=(float(quality) if capabilities["quality"] and quality is not None
+                     and abs(float(quality) - capabilities["default_quality"]) > 1e-9 else None),
+            upscale=float(upscale), detector=detector, face_selection=face_selection, color_fix=color_fix,
+            grayscale=grayscale, face_upsample=bool(face_upsample), bg_upsampler=bg_upsampler,
+        )
+        results: list[PhotoResult] = []
+        try:
+            progress(0, desc="loading the model")
+            stream = engine.restore(paths, settings)
+            for index, result in enumerate(stream):
+                results.append(result)
+                progress((index + 1, len(paths)), desc=f"restored {result.name}")
+                first = next((r for r in results if r.ok), None)
+                slider, gallery = _view(first)
+                yield (slider, gallery, [str(r.output) for r in results if r.ok],
+                       _status(results, len(paths), done=len(results) == len(paths)), results)
+        except DemoError as exc:
+            raise gr.Error(str(exc), duration=None) from None
+        if results and not any(r.ok for r in results):
+            # the API caller gets an error too; the page keeps the sentence in the status box
+            raise gr.Error(" ".join(r.error for r in results), duration=None)
+
+    def show(name, results):
+        chosen = next((r for r in (results or []) if r.name == name and r.ok), None)
+        return _view(chosen)
+
+    def model_changed(model):
+        try:
+            c = engine.capabilities(model)
+        except DemoError as exc:
+            return gr.update(), gr.update(), gr.update(), gr.update(), f'<p class="error">{exc}</p>'
+        note = [f"Model: {c['description']}."]
+        if not c["fidelity"]:
+            note.append("This model has no fidelity weight: only automatic fidelity (how much of the "
+                        "restoration is used, by face quality) applies.")
+        return (gr.update(visible=c["fidelity"]), gr.update(visible=c["fidelity"]),
+                gr.update(visible=c["quality"], value=c["default_quality"]),
+                gr.update(value=c["face_upsample"]), " ".join(note))
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(600, 3600)) as app:
+        gr.Markdown(f"# {TITLE}\nRestore the faces of your photos on this computer: nothing leaves it. "
+                    f"Same engine and defaults as `iqpfr restore`.\n\n{limits.describe()}")
+        with gr.Row():
+            with gr.Column(scale=1):
+                files = gr.File(label="Photos", file_count="multiple", file_types=["image"], elem_id="inputs")
+                gr.Examples([[[str(example)]]], inputs=[files], label="Example photo (shipped with iqpfr)",
+                            cache_examples=False)
+                model = gr.Dropdown(labels, value=labels[0], label="Model", elem_id="model")
+                auto = gr.Checkbox(value=defaults.fidelity == "auto", elem_id="auto-fidelity",
+                                   label="Automatic fidelity: each face by its own quality (a clean face is kept)",
+                                   visible=True)
+                fidelity = gr.Slider(0.0, 1.0, value=MANUAL_FIDELITY, step=0.05, elem_id="fidelity",
+                                     label="Fidelity w: 0 = most restoration, 1 = closest to the input",
+                                     interactive=defaults.fidelity != "auto", visible=caps["fidelity"])
+                quality = gr.Slider(0.0, 1.0, value=caps["default_quality"], step=0.1, elem_id="quality",
+                                    label="Quality target (quality-conditioned models)", visible=caps["quality"])
+                upscale = gr.Slider(1.0, limits.max_upscale, value=defaults.upscale, step=0.5, label="Upscale",
+                                    elem_id="upscale")
+                with gr.Accordion("More settings", open=False):
+                    detector = gr.Radio(list(cli_choices("detector")), value=defaults.detector,
+                                        label="Face detector")
+                    selection = gr.Radio(list(FACE_SELECTIONS), value=defaults.face_selection, label="Faces")
+                    color_fix = gr.Radio(list(cli_choices("color_fix")), value=defaults.color_fix,
+                                         label="Colour fix (match restored faces to the input's colours)")
+                    grayscale = gr.Radio(list(cli_choices("grayscale")), value=defaults.grayscale,
+                                         label="Monochrome photos keep their tone (auto), or force on / off")
+                    face_upsample = gr.Checkbox(
+                        value=caps["face_upsample"], visible=upsample_ok, elem_id="face-upsample",
+                        label="Real-ESRGAN on restored faces (sharper when faces are pasted larger; slow on a CPU)")
+                    backgrounds = ["resize", "realesrgan"] if upsample_ok else ["resize"]
+                    bg_upsampler = gr.Radio(backgrounds, value=defaults.bg_upsampler,
+                                            label="Background up-scaling (realesrgan: slow on a CPU)")
+                with gr.Row():
+                    run = gr.Button("Restore", variant="primary", elem_id="restore")
+                    cancel = gr.Button("Cancel", elem_id="cancel")
+            with gr.Column(scale=2):
+                status = gr.Markdown(caps_error or "Upload photos (or pick the example) and press Restore.",
+                                     label="Status", elem_id="status")
+                slider = gr.ImageSlider(label="Before | after", type="filepath", format="png", elem_id="result")
+                picker = gr.Dropdown([], label="Photo shown", visible=False, elem_id="picker")
+                gallery = gr.Gallery(label="Faces: before | after", columns=3, height=260, preview=False,
+                                     object_fit="contain", format="png", elem_id="faces")
+                downloads = gr.File(label="Download the restored photos (PNG)", file_count="multiple",
+                                    elem_id="downloads")
+                state = gr.State([])
+
+        inputs = [files, model, auto, fidelity, quality, upscale, detector, selection, color_fix, grayscale,
+                  face_upsample, bg_upsampler]
+        event = run.click(restore, inputs, [slider, gallery, downloads, status, state],
+                          api_name="restore", concurrency_limit=1)
+        event.then(lambda results: _picker(gr, results), state, picker, api_visibility="private")
+        cancel.click(None, None, None, cancels=[event], api_visibility="private")
+        auto.change(lambda a: gr.update(interactive=not a), auto, fidelity, api_visibility="private")
+        picker.change(show, [picker, state], [slider, gallery], api_visibility="private")
+        model.change(model_changed, model, [fidelity, auto, quality, face_upsample, status],
+                     api_visibility="private")
+    return app
+
+
+def _picker(gr, results: list[PhotoResult]):
+    names = [r.name for r in results if r.ok]
+    return gr.update(choices=names, value=names[0] if names else None, visible=len(names) > 1)
+
+
+def _path_of(item) -> str:
+    """Gradio hands over file paths (str) or FileData-like objects."""
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)
+    return getattr(item, "path", None) or getattr(item, "name", None) or str(item)
+
+
+def _upsample_installed() -> bool:
+    import importlib.util
+
+    from iqpfr.weights.realesrgan import PACKAGE_MODULE
+
+    return importlib.util.find_spec(PACKAGE_MODULE) is not None
+
+
+def launch(engine: DemoEngine, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+           block: bool = True, quiet: bool = False):
+    """Serve the page; returns (app, local URL). ``block=False`` returns at once (tests)."""
+    engine.folder.point_gradio_here()  # before Gradio builds components: they read it then
+    gr = import_gradio()
+    app = build_app(engine)
+    app.queue(default_concurrency_limit=1, max_size=16)
+    theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    _, url, _ = app.launch(
+        server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=quiet,
+        max_file_size=f"{engine.limits.max_upload_mb}mb", allowed_paths=[], ssr_mode=False, pwa=False,
+        mcp_server=False, footer_links=["api"], theme=theme, css=CSS, show_error=False,
+    )
+    if block:
+        try:
+            app.block_thread()
+        finally:
+            app.close()
+            engine.folder.remove()
+    return app, url

@@ -93,6 +93,22 @@ class Stage1Config:
 
 
 @dataclass
+class ImageLossConfig:
+    """Image losses of ``stage2.targets: image`` (restored face vs GT, method.md §9 plug-and-play)."""
+
+    l1_weight: float = 1.0
+    perceptual: Literal["auto", "lpips", "pyramid", "none"] = "auto"
+    perceptual_weight: float = 1.0
+    # GFPGAN also trains with a GAN loss; off by default: a frozen generator with only the quality
+    # adapter trainable gains little from it and it needs a discriminator trained alongside
+    gan_weight: float = 0.0  # fixed weight of the hinge generator loss (0: no discriminator at all)
+    disc_start: int = 1
+    disc_layers: int = 3
+    disc_channels: int = 64
+    fidelity_w: float = 0.5  # w the network is run at (CodeFormer / IQPFR; GFPGAN ignores it)
+
+
+@dataclass
 class Stage2Config:
     """Quality-conditioned code prediction and discrete quality optimisation (§6.2, §7)."""
 
@@ -119,6 +135,11 @@ class Stage2Config:
     # parameter-name prefixes to train (empty: all but the frozen VQGAN parts); ["quality_embed."]
     # tunes only the quality condition of a finished model, leaving what it restores at q untouched
     train_only: list[str] = field(default_factory=list)
+    # what stage II fits: "codes" (CE + feat against the VQGAN's codes of the GT face, the recipe
+    # above) or "image" (L1 + perceptual (+ optional GAN) of the restored face against the GT face):
+    # for networks without a codebook, e.g. GFPGAN, whose original losses are image losses
+    targets: Literal["codes", "image"] = "codes"
+    image: ImageLossConfig = field(default_factory=ImageLossConfig)
 
 
 @dataclass
@@ -199,6 +220,13 @@ class TrainConfig:
                               "set stage1.disc_start above total_steps")
         if self.stage == 1 and frozen and self.model.init is None:
             raise ConfigError("stage1.frozen needs model.init (the weights of the parts kept fixed)")
+        s2 = self.stage2
+        if self.stage == 2 and s2.targets == "image":
+            if self.model.codes or s2.quality_rows_reset or s2.quality_rows_line:
+                raise ConfigError("stage2.targets=image does not use model.codes, stage2.quality_rows_reset "
+                                  "or stage2.quality_rows_line (they belong to code targets)")
+            if s2.image.gan_weight > 0 and s2.image.disc_start > self.total_steps:
+                raise ConfigError("stage2.image.gan_weight > 0 but stage2.image.disc_start is after total_steps")
         if self.data.target_variant_prob > 0 and not self.data.target_variants:
             raise ConfigError("data.target_variant_prob > 0 needs data.target_variants (scripts/default_model/score_variants.py)")
 

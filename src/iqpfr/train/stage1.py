@@ -48,7 +48,11 @@ def build_autoencoder(cfg) -> nn.Module:
     ``quantize.*``, ``generator.*``)."""
     from iqpfr.models.autoencoder import VQAutoEncoder
 
-    return VQAutoEncoder.matching(build_model_preset(cfg))
+    model = build_model_preset(cfg)
+    if not hasattr(model, "quantize"):  # e.g. GFPGAN: no VQGAN inside, so no code targets
+        raise ValueError(f"model {cfg.model.name!r} has no codebook, so it has no VQGAN autoencoder or code "
+                         "targets; fine-tune it on images instead: stage2.targets=image")
+    return VQAutoEncoder.matching(model)
 
 
 def codebooks(ae: nn.Module) -> dict[str, nn.Embedding]:

@@ -31,12 +31,15 @@ DECODE_NONE, DECODE_DISCRETE, DECODE_CONTINUOUS = 0, 1, 2
 FROZEN_PREFIXES = ("quantize.", "generator.", "fuse_convs_dict.")
 
 
-def init_restoration_model(cfg, frozen: tuple[str, ...]) -> nn.Module:
+def init_restoration_model(cfg, frozen: tuple[str, ...], untouched: list[str] | None = None) -> nn.Module:
     """The preset network with ``cfg.model.init`` weights (stage-I VQGAN or a stage-II/III model) and
-    the parameters under ``frozen`` prefixes set to ``requires_grad=False``."""
+    the parameters under ``frozen`` prefixes set to ``requires_grad=False``. ``untouched`` (if given)
+    receives the model keys the file did not provide."""
     model = build_model_preset(cfg)
-    load_matching(model, read_weights(cfg.model.init), what=str(cfg.model.init),
-                  require_prefixes=("encoder.", "quantize.", "generator."))
+    left = load_matching(model, read_weights(cfg.model.init), what=str(cfg.model.init),
+                         require_prefixes=("encoder.", "quantize.", "generator."))
+    if untouched is not None:
+        untouched.extend(left)
     for name, p in model.named_parameters():
         if name.startswith(frozen):
             p.requires_grad_(False)
@@ -156,11 +159,17 @@ class Stage2(Stage):
     def __init__(self, ctx, dataset, scorer: nn.Module | None = None) -> None:
         super().__init__(ctx)
         cfg, s2 = self.cfg, self.cfg.stage2
-        self.model = init_restoration_model(cfg, FROZEN_PREFIXES).to(self.device)
+        untouched: list[str] = []
+        self.model = init_restoration_model(cfg, FROZEN_PREFIXES, untouched).to(self.device)
         if s2.train_only:
             for name, p in self.model.named_parameters():
                 if not name.startswith(tuple(s2.train_only)):
                     p.requires_grad_(False)
+            # tuning part of a finished model: what stays fixed must come from the file, not random init
+            fixed = [k for k in untouched if not k.startswith(tuple(s2.train_only))]
+            if fixed:
+                raise ValueError(f"{cfg.model.init}: stage2.train_only keeps {len(fixed)} tensors fixed that the "
+                                 f"file does not provide (e.g. {fixed[:3]}): wrong file or model.name?")
         self.quality_anchor = None
         if s2.quality_rows_line:
             if getattr(self.model, "quality_embed", None) is None:

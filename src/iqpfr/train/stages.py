@@ -160,10 +160,17 @@ class Stage:
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """State dict from ``.safetensors`` or from a training checkpoint (its EMA network)."""
+    """State dict from ``.safetensors``, an official ``.pth`` (``params_ema``), a training checkpoint
+    (its EMA network) or a weight-zoo name (e.g. ``codeformer``: the cached, sha256-checked file)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights to initialise from not found")
+        from iqpfr.weights.zoo import ZOO
+
+        if str(path) not in ZOO:
+            raise FileNotFoundError(f"{path}: weights to initialise from not found")
+        from iqpfr.weights.cache import resolve_weights
+
+        path = Path(resolve_weights(str(path)))
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -206,6 +213,10 @@ def build_stage(ctx, dataset, **overrides: Any) -> Stage:
         from iqpfr.train.stage1 import Stage1
 
         return Stage1(ctx, dataset, **overrides)
+    if stage == 2 and ctx.cfg.stage2.targets == "image":
+        from iqpfr.train.stage2_image import ImageTargetStage
+
+        return ImageTargetStage(ctx, dataset, **overrides)
     if stage == 2:
         from iqpfr.train.stage2 import Stage2
 

@@ -165,11 +165,14 @@ class Stage2(Stage):
             for name, p in self.model.named_parameters():
                 if not name.startswith(tuple(s2.train_only)):
                     p.requires_grad_(False)
-            # tuning part of a finished model: what stays fixed must come from the file, not random init
+            # tuning part of a finished model: what stays fixed should come from the file, not random init
             fixed = [k for k in untouched if not k.startswith(tuple(s2.train_only))]
             if fixed:
-                raise ValueError(f"{cfg.model.init}: stage2.train_only keeps {len(fixed)} tensors fixed that the "
-                                 f"file does not provide (e.g. {fixed[:3]}): wrong file or model.name?")
+                import warnings
+
+                warnings.warn(f"{cfg.model.init}: stage2.train_only keeps {len(fixed)} tensors fixed at their "
+                              f"random initialisation, the file does not provide them (e.g. {fixed[:3]}): "
+                              "wrong file or model.name?", stacklevel=2)
         self.quality_anchor = None
         if s2.quality_rows_line:
             if getattr(self.model, "quality_embed", None) is None:

@@ -395,6 +395,37 @@ class FaceRestorer:
             results.append(result)
         return results
 
+    def restore_video(
+        self,
+        source: str | os.PathLike,
+        target: str | os.PathLike,
+        *,
+        tracking: bool = True,
+        video_options: Any = None,
+        progress: Callable[[int], None] | None = None,
+        on_frame: Callable | None = None,
+        **kwargs,
+    ):
+        """Restore every face of a video file into ``target``, streaming (``iqpfr.video``; needs
+        ``pip install 'iqpfr[video]'``). Faces are tracked across frames and smoothed unless
+        ``tracking=False``; the audio and subtitle streams are copied packet for packet.
+
+        kwargs: those of ``restore`` (fidelity, quality, face filter, colour fix, grayscale;
+        ``face_upsample`` defaults to off for videos). video_options: an ``iqpfr.video.VideoOptions``
+        (codec, crf, start/duration/max_frames, overwrite, tracking parameters). Returns an
+        ``iqpfr.video.VideoResult`` (frames, fps, tracks, timings); raises ``iqpfr.video.VideoError``.
+        """
+        from iqpfr.video.pipeline import VideoOptions, restore_video
+        from iqpfr.video.tracking import TrackingOptions
+
+        kwargs.setdefault("face_upsample", False)  # a super-resolution pass per face per frame: opt-in
+        options = self._options(**kwargs)
+        video_options = video_options or VideoOptions()
+        if not tracking and video_options.tracking.enabled:
+            video_options.tracking = TrackingOptions.independent(video_options.tracking.detect_side)
+        return restore_video(self, source, target, options=video_options, restore_options=options,
+                             progress=progress, on_frame=on_frame)
+
     @torch.inference_mode()
     def restore_aligned(
         self, faces: torch.Tensor, fidelity: float | torch.Tensor = 0.5, quality: float | torch.Tensor | None = None

@@ -177,6 +177,19 @@ class DlibDetector(FaceDetector):
                 faces.append(DetectedFace(box, score, _ffhq5_from_dlib5(points)))
         return sorted(faces, key=lambda f: (f.box[0], f.box[1]))
 
+    def refine(self, rgb: np.ndarray, box: np.ndarray, score: float = 0.0) -> DetectedFace:
+        """Landmarks of the face in ``box`` (x0, y0, x1, y1) of ``rgb`` ((H, W, 3) uint8) by the
+        shape predictor alone, without the detection pass (video tracking between detections)."""
+        rgb = np.ascontiguousarray(rgb)
+        rect = self._rectangle(*(int(round(v)) for v in (box[0], box[1], box[2] - 1, box[3] - 1)))
+        with self._lock:
+            shape = self._predictor(rgb, rect)
+        points = np.array([(p.x, p.y) for p in shape.parts()], np.float64)
+        box = np.asarray(box, np.float64)
+        if self.landmark_count == 68:
+            return DetectedFace(box, score, landmarks5_from_68(points), points)
+        return DetectedFace(box, score, _ffhq5_from_dlib5(points))
+
 
 @functools.lru_cache(maxsize=2)
 def _shape_predictor(path: str):

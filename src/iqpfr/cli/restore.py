@@ -1,7 +1,10 @@
 """``iqpfr restore INPUT... -o OUT``: restore every face of whole photos and paste them back.
 
 INPUT: image files, folders (``--recursive`` descends) and globs; .jpg .jpeg .png .webp .bmp .tif
-.tiff in any case. Outputs follow CodeFormer's layout:
+.tiff in any case; videos (mp4, mov, mkv, webm, avi, ... recognised by their first bytes, in folders
+too; needs `pip install 'iqpfr[video]'`) are restored streaming, with faces tracked across frames
+and every audio/subtitle stream copied, to OUT/final_results/<name>[_suffix].<input's suffix>.
+Outputs follow CodeFormer's layout:
 
     OUT/final_results/<name>[_suffix].<ext>      the whole photo (--save final, the default)
     OUT/cropped_faces/<name>_<NN>.png            aligned input crops (--save crops)
@@ -112,6 +115,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--max-pixels", type=float, default=None,
                    help="refuse images above this many megapixels (decompression-bomb guard, default 178)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes, errors only")
+    from iqpfr.cli.restore_video import add_video_arguments
+
+    add_video_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -155,6 +161,9 @@ class RestoreCommand:
             self.face_index = None if args.face_index is None else tuple(int(i) for i in args.face_index.split(","))
         except ValueError:
             raise CLIError(f"--face-index takes comma-separated integers, got {args.face_index!r}") from None
+        from iqpfr.cli.restore_video import check_video_arguments
+
+        check_video_arguments(args)
         self.out_dir = Path(args.output)
         self.errors: list[str] = []
         self.items: list[dict] = []
@@ -165,17 +174,27 @@ class RestoreCommand:
         """Expand inputs into planned items; unusable inputs become failed items."""
         from pathlib import Path
 
+        from iqpfr.cli.restore_video import plan_video
         from iqpfr.io import IMAGE_EXTENSIONS, image_files
+        from iqpfr.video.io import VIDEO_EXTENSIONS, is_video_file
 
         seen: set = set()
         names: set[str] = set()
         out_root = self.out_dir.resolve()
         for text in self.args.inputs:
             from_folder = Path(text).is_dir()
+            videos = []
             if from_folder:  # every file of a folder shows up in the summary, images or not
                 for other in _other_files(Path(text), self.args.recursive, IMAGE_EXTENSIONS, out_root):
+                    if is_video_file(other):
+                        videos.append((other, other.relative_to(text).with_suffix("").as_posix(), None))
+                        continue
                     self.items.append({"input": str(other), "status": "ignored", "note": "not an image file"})
-            for path, base, error in _expand_input(text, self.args.recursive, IMAGE_EXTENSIONS, image_files):
+            expanded = list(_expand_input(text, self.args.recursive, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS,
+                                          image_files))
+            if videos and expanded and expanded[0][2] is not None:  # "folder has no images": it has videos
+                expanded = []
+            for path, base, error in sorted(expanded + videos, key=lambda e: str(e[0])):
                 if error is not None:
                     self.items.append({"input": str(path), "status": "failed", "error": error})
                     continue
@@ -192,8 +211,9 @@ class RestoreCommand:
                 while name in names:
                     name, counter = f"{base}_{counter}", counter + 1
                 names.add(name)
+                video = path.is_file() and is_video_file(path)
                 for fidelity in self.fidelities:
-                    self.items.append(self._plan(path, name, fidelity))
+                    self.items.append(plan_video(self, path, name, fidelity) if video else self._plan(path, name, fidelity))
         inputs = {item["_path"].resolve() for item in self.items if "_path" in item}
         for item in self.items:
             if "_path" not in item:
@@ -280,6 +300,7 @@ class RestoreCommand:
             )
         except (ModelUnavailableError, RuntimeError, ValueError) as exc:
             raise CLIError(str(exc)) from None
+        face_upsample_asked = bool(args.face_upsample)
         if args.face_upsample is None:
             args.face_upsample = args.upsampler is not None or restorer.default_face_upsample()
         if args.bg_upsampler == "realesrgan" or args.face_upsample:
@@ -287,10 +308,16 @@ class RestoreCommand:
         if not args.quiet:
             print(f"iqpfr restore: model {restorer.description}, {restorer.face_size} px faces, "
                   f"device {restorer.device}, detector {args.detector}", file=sys.stderr)
+        videos = [item for item in pending if item.get("kind") == "video"]
         for fidelity in self.fidelities:
-            group = [item for item in pending if item["fidelity"] == fidelity]
+            group = [item for item in pending if item["fidelity"] == fidelity and item.get("kind") != "video"]
             if group:
                 self._restore_group(restorer, group, fidelity)
+        if videos:
+            from iqpfr.cli.restore_video import restore_videos
+
+            args.face_upsample = face_upsample_asked  # per face per frame: only when asked for
+            restore_videos(self, restorer, videos)
 
     def _load_upsampler(self, restorer):
         from iqpfr.cli import CLIError
@@ -434,6 +461,7 @@ class RestoreCommand:
         import re
 
         from iqpfr import __version__
+        from iqpfr.cli.restore_video import video_settings
         from iqpfr.utils.fs import atomic_write_text
 
         args = self.args
@@ -448,6 +476,7 @@ class RestoreCommand:
                 "bg_upsampler": args.bg_upsampler, "face_upsample": args.face_upsample,
                 "upsampler": args.upsampler, "bg_tile": args.bg_tile,
                 "save": sorted(self.save), "output": str(self.out_dir),
+                **({"video": video_settings(args)} if any(i.get("kind") == "video" for i in self.items) else {}),
             },
             "images": [{k: v for k, v in item.items() if not k.startswith("_")} for item in self.items],
         }

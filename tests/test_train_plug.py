@@ -164,3 +164,25 @@ def test_frozen_parts_missing_from_the_file_warn(data, tmp_path):
         f"run_dir={tmp_path / 'run'}", f"data.folders=[{faces}]", f"model.init={init}"])
     with pytest.warns(UserWarning, match="random initialisation.*ft_layers"):
         train(cfg, progress=False)
+
+
+def test_image_targets_resume_exactly(data, tmp_path):
+    """stage2.targets=image goes through the shared loop: a run stopped after its step-4 checkpoint
+    and resumed exports the same weights as an uninterrupted one (CPU, bit for bit)."""
+    from safetensors.torch import load_file
+
+    faces, scores = data
+    init = tmp_path / "official.safetensors"
+    save_official("gfpgan-tiny", init)
+
+    def cfg(name: str):
+        return load_train_config(str(ROOT / "configs" / "tiny" / "plug_gfpgan_q.yaml"), [
+            f"run_dir={tmp_path / name}", f"data.folders=[{faces}]", f"data.scores_csv={scores}",
+            f"model.init={init}", "total_steps=6", "ckpt_every=3"])
+
+    train(cfg("whole"), progress=False)
+    assert train(cfg("split"), progress=False, stop_after=4)["stopped"]
+    train(cfg("split"), progress=False, resume="auto")
+    a = load_file(str(tmp_path / "whole" / "model_ema.safetensors"))
+    b = load_file(str(tmp_path / "split" / "model_ema.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -27,9 +27,9 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
                    help="full face detection every N frames while tracks hold (landmarks refined in between; default 5)")
     g.add_argument("--smooth-sigma", type=float, default=1.5, metavar="FRAMES",
                    help="centred Gaussian smoothing of the landmarks over time (default 1.5 frames; 0 off)")
-    g.add_argument("--temporal-blend", type=float, default=0.5, metavar="G",
+    g.add_argument("--temporal-blend", type=float, default=0.6, metavar="G",
                    help="blend of each restored face with its previous frame where the input did not change "
-                        "(0..0.9, default 0.5; 0 off)")
+                        "(0..0.9, default 0.6; 0 off)")
 
 
 def video_settings(args: argparse.Namespace) -> dict:

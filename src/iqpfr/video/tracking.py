@@ -26,7 +26,8 @@ Method (``TrackingOptions`` holds the parameters):
    sets the track's w, strength and generative share for its whole life (no per-frame flicker of w).
 5. **Temporal blending.** After the network, each track's restored crop is blended with its previous
    blended crop: ``out_t = r_t + g (out_{t-1} - r_t)`` with ``g = blend * exp(-(d / blend_tau)^2)``,
-   ``d`` the per-pixel change of the aligned *input* crops (Gaussian-blurred, sigma = S/64): where
+   ``d`` the per-pixel change of the aligned *input* crops (the signed difference Gaussian-blurred,
+   sigma = S/64, then its absolute value, so per-frame noise does not count as change): where
    the input did not change the output does not either (codebook flicker damped), where it moved
    (mouth, blink) the new restoration is used.
 
@@ -57,7 +58,7 @@ class TrackingOptions:
     max_gap: int = 12
     iou_match: float = 0.3
     quality_samples: int = 3
-    blend: float = 0.5
+    blend: float = 0.6
     blend_tau: float = 0.05
 
     @classmethod
@@ -333,8 +334,10 @@ class TemporalBlender:
         if self.weight > 0 and previous is not None and previous[0] == index - 1 and previous[2].shape == out.shape:
             _, last_crop, last_out = previous
             if last_crop.shape == crop.shape:
-                change = np.abs(crop - last_crop).mean(axis=2)
-                change = cv2.GaussianBlur(change, (0, 0), sigmaX=max(crop.shape[0] / 64.0, 0.5))
+                # blurred before the absolute value: per-frame noise averages out, a moving edge does not
+                sigma = max(crop.shape[0] / 64.0, 0.5)
+                change = np.abs(cv2.GaussianBlur((crop - last_crop).astype(np.float32), (0, 0), sigmaX=sigma))
+                change = change.mean(axis=2)
                 gain = (self.weight * np.exp(-np.square(change / self.tau))).astype(np.float32)
                 out = (out + gain[..., None] * (last_out - out)).astype(np.float32)
         self._previous[track_id] = (index, crop, out)

@@ -21,6 +21,7 @@ SAMPLE = "astronaut_degraded.jpg"  # shipped in iqpfr/assets: the example needs 
 TITLE = "iqpfr: face restoration"
 # a fixed w once "auto" is unticked: CodeFormer's usual middle setting
 MANUAL_FIDELITY = 0.5
+WORKING = "Working…"
 
 CSS = """
 #status p { margin: 0.2em 0; }
@@ -192,8 +193,9 @@ def build_app(engine: DemoEngine):
 
         inputs = [files, model, auto, fidelity, quality, upscale, detector, selection, color_fix, grayscale,
                   face_upsample, bg_upsampler]
-        event = run.click(restore, inputs, [slider, gallery, downloads, status, state],
-                          api_name="restore", concurrency_limit=1)
+        # the status first says "Working", so "Restored ..." always means this run has finished
+        event = run.click(lambda: WORKING, None, status, api_visibility="private", queue=False).then(
+            restore, inputs, [slider, gallery, downloads, status, state], api_name="restore", concurrency_limit=1)
         event.then(lambda results: _picker(gr, results), state, picker, api_visibility="private")
         cancel.click(None, None, None, cancels=[event], api_visibility="private")
         auto.change(lambda a: gr.update(interactive=not a), auto, fidelity, api_visibility="private")

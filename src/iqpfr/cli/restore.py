@@ -46,6 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="match restored face colours to the input (default none)")
     g.add_argument("--grayscale", choices=("auto", "on", "off"), default="auto",
                    help="auto: monochrome photos (gray, sepia) keep their tone on restored faces; on: gray faces; off: as restored")
+    g.add_argument("--task", choices=("photo", "color"), default="photo",
+                   help="photo: face restoration (default); color: face colour enhancement with iqpfr-128-color "
+                        "(w 0, q 0.95, --grayscale off: monochrome photos get colour) and the faces' colour map "
+                        "applied to the whole photo (iqpfr.tasks.color)")
+    g.add_argument("--gray-background", choices=("keep", "tone"), default="keep",
+                   help="--task color on a gray photo: keep (only the faces get colour, default) or tone "
+                        "(the faces' luminance -> colour map on the whole photo)")
     g.add_argument("--bg-upsampler", "--bg_upsampler", "--bg-upscale", dest="bg_upsampler",
                    choices=("none", "resize", "realesrgan"), default="resize",
                    help="background up-scaling: resize = plain bicubic (default; 'none' means the same), "
@@ -133,6 +140,10 @@ class RestoreCommand:
         from iqpfr.cli import CLIError
 
         self.args = args
+        if getattr(args, "task", "photo") == "color":
+            from iqpfr.tasks.color.cli import apply_task_defaults
+
+            apply_task_defaults(args)
         try:
             self.fidelities = [w.strip() if w.strip() == "auto" else float(w)
                                for w in str(args.fidelity).split(",") if w.strip()]
@@ -313,6 +324,8 @@ class RestoreCommand:
             group = [item for item in pending if item["fidelity"] == fidelity and item.get("kind") != "video"]
             if group:
                 self._restore_group(restorer, group, fidelity)
+        if videos and getattr(args, "task", "photo") == "color":
+            raise CLIError("--task color restores photos only, not videos")
         if videos:
             from iqpfr.cli.restore_video import restore_videos
 
@@ -359,7 +372,7 @@ class RestoreCommand:
         try:
             stream = restorer.iter_restore(
                 [item["_path"] for item in pending], options=options, batch_size=args.batch_size,
-                workers=args.workers, finish=self._write_outputs,
+                workers=args.workers, finish=self._finish_callback(),
             )
             for position, result in stream:
                 self._record(pending[position], result, progress)
@@ -368,6 +381,13 @@ class RestoreCommand:
             raise CLIError(str(exc)) from None
         finally:
             progress.close()
+
+    def _finish_callback(self):
+        if getattr(self.args, "task", "photo") != "color":
+            return self._write_outputs
+        from iqpfr.tasks.color.cli import color_finish
+
+        return color_finish(self.args, self._write_outputs)
 
     def _record(self, item: dict, result, progress) -> None:
         if isinstance(result, BaseException):

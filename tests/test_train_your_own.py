@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,10 @@ LR = 1.0e-3  # configs/tiny/stage*.yaml
 def iqpfr(*args: object, cwd: Path, timeout: float = 120) -> str:
     """Run ``python -m iqpfr ARGS`` in a fresh process (one thread); return stdout, fail with stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "iqpfr", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+    print(f"iqpfr {args[0]}: {time.perf_counter() - t0:.1f} s")  # shown with pytest -s
     assert proc.returncode == 0, f"iqpfr {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     return proc.stdout
 

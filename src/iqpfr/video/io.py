@@ -176,16 +176,16 @@ def _ffmpeg_reason(exc: BaseException) -> str:
 def _video_stream(container, path: Path):
     streams = list(container.streams.video)
     if not streams:
-        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
-        raise VideoError(path, f"no video stream ({', '.join(kinds)} only)")
+        kinds = sorted({s.type for s in container.streams})
+        raise VideoError(path, f"no video stream ({', '.join(kinds)} only)" if kinds else
+                         "no video stream (the file holds no streams)")
     # the first stream that is not an attached picture (cover art)
     stream = next((s for s in streams if not _is_cover(s)), None)
     if stream is None:
         raise VideoError(path, "no video stream (only an attached cover picture)")
     codec = stream.codec_context
     if codec is None or getattr(codec, "name", None) in (None, "none"):
-        tag = getattr(stream, "codec_tag", None) or "?"
-        raise VideoError(path, f"unsupported video codec (no decoder for {tag!r})")
+        raise VideoError(path, "unsupported video codec (the FFmpeg inside PyAV has no decoder for it)")
     return stream
 
 

@@ -342,7 +342,7 @@ class _Run:
         from up to ``quality_samples`` buffered frames when tracking, per frame otherwise."""
         opts = self.restore_options
         if opts.fidelity != "auto":
-            record.fidelity = float(opts.fidelity)
+            record.fidelity = track.fidelity = float(opts.fidelity)
             return
         from iqpfr.face.adaptive import adaptive_fidelity, generative_share, restoration_strength
 
@@ -465,4 +465,6 @@ def _track_summary(track: Track) -> dict:
         niqe, strength, fidelity, generative = track.quality
         summary.update(input_niqe=round(float(niqe), 3), strength=round(float(strength), 4),
                        fidelity=round(float(fidelity), 4), generative=round(float(generative), 4))
+    elif track.fidelity is not None:
+        summary["fidelity"] = round(float(track.fidelity), 4)
     return summary

@@ -56,10 +56,14 @@ def write_clip(
     counter-clockwise); the frames are stored rotated the other way, so they display upright. vfr:
     frame durations alternate 1, 2 and 3 ticks of 1/fps. color_range: 1 limited, 2 full.
     """
+    import itertools
+
     import av
 
-    frames = list(frames)
-    height, width = frames[0].shape[:2]
+    frames = iter(frames)  # streamed: a long clip is never held in memory
+    first = next(frames)
+    frames = itertools.chain([first], frames)
+    height, width = first.shape[:2]
     k = (rotation // 90) % 4
     if k % 2:
         height, width = width, height
@@ -109,4 +113,4 @@ def write_clip(
         for packet in tone.encode(None):
             container.mux(packet)
     container.close()
-    return {"frames": len(frames), "pts": stamps, "time_base": time_base, "seconds": seconds, "size": (width, height)}
+    return {"frames": len(stamps), "pts": stamps, "time_base": time_base, "seconds": seconds, "size": (width, height)}

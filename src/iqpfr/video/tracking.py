@@ -101,6 +101,7 @@ class Track:
     last_frame: int | None = None
     emitted: int = 0
     quality: tuple[float, float, float, float] | None = None
+    fidelity: float | None = None  # a fixed w (fidelity given, not "auto")
 
     def add(self, index: int, obs: Observation) -> None:
         if index not in self.observations:

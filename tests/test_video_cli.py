@@ -22,7 +22,7 @@ from iqpfr.cli import main  # noqa: E402
 from iqpfr.video.synth import pan_zoom_frames, write_clip  # noqa: E402
 
 ASTRONAUT = Path(str(importlib.resources.files("iqpfr") / "assets" / "astronaut_degraded.jpg"))
-TINY = ["--model", "iqpfr-tiny", "--random-init", "--device", "cpu", "-w", "0.5", "-q"]
+TINY = ["--model", "gfpgan-tiny", "--random-init", "--device", "cpu", "-w", "0.5", "-q"]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -27,7 +27,12 @@ UPLOAD_CAP_MB = 1
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def served(tmp_path_factory):
+    """(the page's DemoProcess, its working folder, the CLI's outputs by -w): the CLI runs while
+    the page starts."""
+    import torch
+
+    from iqpfr.cli import main
     from iqpfr.demo.process import DemoProcess
 
     home = tmp_path_factory.mktemp("demo_home")
@@ -36,9 +41,21 @@ def server(tmp_path_factory):
     # one torch thread, as in the CLI run it is compared with (same numbers, less contention)
     env = {"IQPFR_HOME": str(home), "OMP_NUM_THREADS": "1", "NO_PROXY": "127.0.0.1,localhost"}
     demo = DemoProcess(["--device", "cpu", "--max-upload-mb", str(UPLOAD_CAP_MB)], env=env, cwd=cwd)
-    demo.start()
+    demo.launch()
     try:
-        yield demo, cwd
+        # `iqpfr restore --ext png` of the sample, one run for both fidelities (no face up-sampling: quick)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        out = tmp_path_factory.mktemp("cli")
+        try:
+            assert main(["restore", str(ASTRONAUT), "-o", str(out), "--ext", "png", "-w", "0.3,auto",
+                         "--no-face-upsample", "--device", "cpu", "-q"]) == 0
+        finally:
+            torch.set_num_threads(previous)
+        cli = {w: np.asarray(Image.open(out / "final_results" / f"astronaut_degraded_w{w}.png"))
+               for w in ("0.3", "auto")}
+        demo.wait()
+        yield demo, cwd, cli
     finally:
         demo.stop()
     assert demo.returncode is not None
@@ -46,24 +63,14 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cli_outputs(tmp_path_factory):
-    """``iqpfr restore --ext png`` of the sample, by fidelity (no face up-sampling: quick on a CPU)."""
-    import torch
+def server(served):
+    return served[:2]
 
-    from iqpfr.cli import main
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    outputs = {}
-    try:
-        for w in ("0.3", "auto"):
-            out = tmp_path_factory.mktemp(f"cli_{w}")
-            assert main(["restore", str(ASTRONAUT), "-o", str(out), "--ext", "png", "-w", w,
-                         "--no-face-upsample", "--device", "cpu", "-q"]) == 0
-            outputs[w] = np.asarray(Image.open(out / "final_results" / "astronaut_degraded.png"))
-    finally:
-        torch.set_num_threads(previous)
-    return outputs
+@pytest.fixture(scope="module")
+def cli_outputs(served):
+    """``iqpfr restore --ext png`` of the sample, by fidelity."""
+    return served[2]
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +106,28 @@ def _predict(client, files, *, auto: bool, w: float = 0.5):
 def test_api_returns_the_cli_image(client, cli_outputs):
     input_pixels = np.asarray(Image.open(ASTRONAUT))
     for key, auto, w in (("0.3", False, 0.3), ("auto", True, 0.5)):
-        slider, faces, downloads, status, = _predict(client, [ASTRONAUT], auto=auto, w=w)
+        slider, faces, video, downloads, status = _predict(client, [ASTRONAUT], auto=auto, w=w)
+        assert video is None
         after = np.asarray(Image.open(slider[1]))
         assert np.array_equal(after, cli_outputs[key]), f"API and CLI differ for -w {key}"
         assert np.array_equal(np.asarray(Image.open(downloads[0])), after)
         assert not np.array_equal(after, input_pixels)
         assert np.asarray(Image.open(slider[0])).shape == after.shape
-        assert len(faces) == 1 and status.startswith("**Restored 1 of 1 photo(s), 1 face(s).**")
+        assert len(faces) == 1 and status.startswith("**Restored 1 of 1 file(s), 1 face(s) in photos.**")
+
+
+def test_api_restores_a_video_next_to_a_photo(client, tmp_path):
+    pytest.importorskip("av", reason="videos need the video extra (PyAV)")
+    from iqpfr.video.io import probe_video
+    from iqpfr.video.synth import pan_zoom_frames, write_clip
+
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, list(pan_zoom_frames(np.asarray(Image.open(ASTRONAUT)), (256, 256), 6)), fps=10)
+    slider, faces, video, downloads, status = _predict(client, [clip, ASTRONAUT], auto=False, w=0.5)
+    assert video is not None and Path(video).suffix == ".mp4"
+    assert probe_video(video).estimated_frames() == 6
+    assert len(downloads) == 2 and slider is not None and len(faces) == 1
+    assert status.startswith("**Restored 2 of 2 file(s)") and "clip.mp4: 6 frames, " in status
 
 
 def test_api_reports_a_broken_file(client, tmp_path):

@@ -12,6 +12,8 @@ button, so ``gradio_client`` gets exactly what the page shows::
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from iqpfr.demo.engine import DemoEngine, DemoError, PhotoResult, Settings
@@ -59,16 +61,17 @@ def _status(results: list[PhotoResult], total: int, done: bool) -> str:
     ok = [r for r in results if r.ok]
     faces = sum(len(r.faces) for r in ok)
     if done:
-        lines.append(f"**Restored {len(ok)} of {total} photo(s), {faces} face(s).**")
+        lines.append(f"**Restored {len(ok)} of {total} file(s), {faces} face(s) in photos.**")
     else:
-        lines.append(f"Restoring: {len(results)} of {total} photo(s) done…")
+        lines.append(f"Restoring: {len(results)} of {total} file(s) done…")
     for r in results:
         if r.error:
             lines.append(f'<p class="error">{html.escape(r.error)}</p>')
         else:
             for note in r.notes:
                 lines.append(f"<p>{html.escape(note)}</p>")
-            lines.append(f"<p>{html.escape(r.name)}: {len(r.faces)} face(s) in {r.seconds:.1f} s.</p>")
+            what = f"{len(r.faces)} face(s)" if r.kind == "photo" else "restored"
+            lines.append(f"<p>{html.escape(r.name)}: {what} in {r.seconds:.1f} s.</p>")
     return "\n".join(lines)
 
 
@@ -97,7 +100,7 @@ def build_app(engine: DemoEngine):
 
     def restore(files, model, auto_fidelity, fidelity, quality, upscale, detector, face_selection,
                 color_fix, grayscale, face_upsample, bg_upsampler, progress=gr.Progress()):
-        """Restore the uploaded photos; yields after each photo (so Cancel stops between photos)."""
+        """Restore the uploaded photos and videos; yields after each file."""
         paths = [_path_of(f) for f in (files or [])]
         try:
             capabilities = engine.capabilities(model)
@@ -111,24 +114,44 @@ def build_app(engine: DemoEngine):
             grayscale=grayscale, face_upsample=bool(face_upsample), bg_upsampler=bg_upsampler,
         )
         results: list[PhotoResult] = []
-        try:
-            progress(0, desc="loading the model")
-            stream = engine.restore(paths, settings)
-            for index, result in enumerate(stream):
+        activity: dict = {}
+        progress(0, desc="loading the model")
+        stream = engine.restore(paths, settings, progress=lambda name, done, total: activity.update(
+            name=name, done=done, total=total))
+        with ThreadPoolExecutor(1, thread_name_prefix="iqpfr-demo") as pool:
+            while True:
+                # the engine works in a thread; this one reports its progress (Gradio's progress
+                # belongs to the request's thread)
+                future = pool.submit(next, stream, None)
+                while True:
+                    try:
+                        result = future.result(timeout=0.3)
+                        break
+                    except FutureTimeout:
+                        _report(progress, activity, len(results), len(paths), paths)
+                    except DemoError as exc:
+                        raise gr.Error(str(exc), duration=None) from None
+                    except Exception as exc:  # a bug: still one sentence on the page
+                        raise gr.Error(f"Restoration failed ({type(exc).__name__}: {exc}).", duration=None) from None
+                if result is None:
+                    break
                 results.append(result)
-                progress((index + 1, len(paths)), desc=f"restored {result.name}")
-                first = next((r for r in results if r.ok), None)
-                slider, gallery = _view(first)
-                yield (slider, gallery, [str(r.output) for r in results if r.ok],
+                activity.clear()
+                photo = next((r for r in results if r.ok and r.kind == "photo"), None)
+                video = next((r for r in results if r.ok and r.kind == "video"), None)
+                slider, gallery = _view(photo)
+                yield (slider, gallery, None if video is None else str(video.output),
+                       [str(r.output) for r in results if r.ok],
                        _status(results, len(paths), done=len(results) == len(paths)), results)
-        except DemoError as exc:
-            raise gr.Error(str(exc), duration=None) from None
+                if len(results) == len(paths):
+                    stream.close()  # the last file: no further round through the worker thread
+                    break
         if results and not any(r.ok for r in results):
             # the API caller gets an error too; the page keeps the sentence in the status box
             raise gr.Error(" ".join(r.error for r in results), duration=None)
 
     def show(name, results):
-        chosen = next((r for r in (results or []) if r.name == name and r.ok), None)
+        chosen = next((r for r in (results or []) if r.name == name and r.ok and r.kind == "photo"), None)
         return _view(chosen)
 
     def model_changed(model):
@@ -140,7 +163,7 @@ def build_app(engine: DemoEngine):
         if not c["fidelity"]:
             note.append("This model has no fidelity weight: only automatic fidelity (how much of the "
                         "restoration is used, by face quality) applies.")
-        return (gr.update(visible=c["fidelity"]), gr.update(visible=c["fidelity"]),
+        return (gr.update(visible=c["fidelity"]), gr.update(),
                 gr.update(visible=c["quality"], value=c["default_quality"]),
                 gr.update(value=c["face_upsample"]), " ".join(note))
 
@@ -149,7 +172,8 @@ def build_app(engine: DemoEngine):
                     f"Same engine and defaults as `iqpfr restore`.\n\n{limits.describe()}")
         with gr.Row():
             with gr.Column(scale=1):
-                files = gr.File(label="Photos", file_count="multiple", file_types=["image"], elem_id="inputs")
+                files = gr.File(label="Photos or videos", file_count="multiple", file_types=["image", "video"],
+                                elem_id="inputs")
                 gr.Examples([[[str(example)]]], inputs=[files], label="Example photo (shipped with iqpfr)",
                             cache_examples=False)
                 model = gr.Dropdown(labels, value=labels[0], label="Model", elem_id="model")
@@ -185,6 +209,7 @@ def build_app(engine: DemoEngine):
                                      label="Status", elem_id="status")
                 slider = gr.ImageSlider(label="Before | after", type="filepath", format="png", elem_id="result")
                 picker = gr.Dropdown([], label="Photo shown", visible=False, elem_id="picker")
+                video = gr.Video(label="Restored video", elem_id="video", interactive=False)
                 gallery = gr.Gallery(label="Faces: before | after", columns=3, height=260, preview=False,
                                      object_fit="contain", format="png", elem_id="faces")
                 downloads = gr.File(label="Download the restored photos (PNG)", file_count="multiple",
@@ -195,9 +220,11 @@ def build_app(engine: DemoEngine):
                   face_upsample, bg_upsampler]
         # the status first says "Working", so "Restored ..." always means this run has finished
         event = run.click(lambda: WORKING, None, status, api_visibility="private", queue=False).then(
-            restore, inputs, [slider, gallery, downloads, status, state], api_name="restore", concurrency_limit=1)
+            restore, inputs, [slider, gallery, video, downloads, status, state], api_name="restore",
+            concurrency_limit=1)
         event.then(lambda results: _picker(gr, results), state, picker, api_visibility="private")
-        cancel.click(None, None, None, cancels=[event], api_visibility="private")
+        # Gradio drops the running job; the engine stops it (before the next file, a video mid-way)
+        cancel.click(engine.cancel, None, None, cancels=[event], api_visibility="private", queue=False)
         auto.change(lambda a: gr.update(interactive=not a), auto, fidelity, api_visibility="private")
         picker.change(show, [picker, state], [slider, gallery], api_visibility="private")
         model.change(model_changed, model, [fidelity, auto, quality, face_upsample, status],
@@ -205,8 +232,16 @@ def build_app(engine: DemoEngine):
     return app
 
 
+def _report(progress, activity: dict, finished: int, total: int, paths: list[str]) -> None:
+    """Gradio's progress bar: a video by its frames, a photo by its place in the batch."""
+    if activity.get("total"):
+        progress((activity["done"], activity["total"]), desc=f"{activity['name']}: frames", unit="frames")
+    elif finished < total:
+        progress((finished, total), desc=f"restoring {Path(paths[finished]).name}", unit="files")
+
+
 def _picker(gr, results: list[PhotoResult]):
-    names = [r.name for r in results if r.ok]
+    names = [r.name for r in results if r.ok and r.kind == "photo"]
     return gr.update(choices=names, value=names[0] if names else None, visible=len(names) > 1)
 
 

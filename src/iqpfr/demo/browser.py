@@ -77,7 +77,7 @@ class PageDriver:
         self.page.set_input_files("#inputs input[type=file]", [str(p) for p in paths])
         # the file list shows every name once the upload has arrived
         for path in paths:
-            self.page.locator("#inputs").get_by_text(Path(path).name).first.wait_for(timeout=30000)
+            self.page.locator("#inputs").get_by_text(Path(path).name).first.wait_for(timeout=60000)
 
     def clear_uploads(self) -> None:
         self.page.locator("#inputs button[aria-label='Clear']").first.click()
@@ -109,7 +109,7 @@ class PageDriver:
         start = time.perf_counter()
         self.page.click("#restore")
         # the click first sets the status to "Working…" (the page's WORKING), then the run replaces it
-        self.page.locator("#status").get_by_text("Working").wait_for(timeout=30000)
+        self.page.locator("#status").get_by_text("Working").wait_for(timeout=60000)
         self.page.wait_for_function(
             "() => { const s = document.querySelector('#status'); return s && s.innerText.includes('Restored '); }",
             timeout=timeout_s * 1000,

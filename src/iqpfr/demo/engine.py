@@ -1,4 +1,5 @@
-"""Restoration for the web page, without Gradio: what the page and its API endpoints call.
+"""Restoration for the web page, without Gradio: what the page and its API endpoints call (photos,
+and videos through ``iqpfr.video`` as ``iqpfr restore`` does them).
 
     engine = DemoEngine(PrivateFolder(), Limits())
     for photo in engine.restore([path], Settings(fidelity=0.5)):
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,13 @@ from iqpfr.demo.uploads import OutsideFolderError, PrivateFolder
 
 class DemoError(RuntimeError):
     """A problem that stops a whole request (a model that cannot load, bad settings); one sentence."""
+
+
+class Cancelled(Exception):
+    """The person pressed Cancel (raised inside a video's progress callback to stop it)."""
+
+
+CANCELLED = "Cancelled before it finished: nothing was written for it."
 
 
 @dataclass
@@ -70,6 +78,7 @@ class PhotoResult:
     as an 8-bit PNG at the output size (for the before | after view); ``error``: one sentence."""
 
     name: str
+    kind: str = "photo"  # or "video"
     output: Path | None = None
     before: Path | None = None
     faces: list[FaceView] = field(default_factory=list)
@@ -100,6 +109,12 @@ class DemoEngine:
         self._restorers: dict[tuple, object] = {}
         self._upsampler = None
         self._lock = threading.RLock()
+        self._active: set[threading.Event] = set()  # one per running request; Cancel sets them all
+
+    def cancel(self) -> None:
+        """Stop the running requests: before their next photo, or a video at its next frames."""
+        for token in list(self._active):
+            token.set()
 
     # ------------------------------------------------------------------------------- models
 
@@ -227,10 +242,12 @@ class DemoEngine:
             raise DemoError(_sentence(f"The {settings.detector} face detector is not available: {exc}")) from None
         return restorer, options
 
-    def restore(self, paths: list[str | os.PathLike], settings: Settings | None = None) -> Iterator[PhotoResult]:
-        """Restore uploaded files one at a time, yielding a PhotoResult each (errors inside it).
+    def restore(self, paths: list[str | os.PathLike], settings: Settings | None = None, *,
+                progress: Callable[[str, int, int], None] | None = None) -> Iterator[PhotoResult]:
+        """Restore uploaded photos and videos one at a time, yielding a PhotoResult each (errors
+        inside it). ``progress(name, done, total)`` hears of a video's frames (total 0: unknown).
 
-        Raises DemoError before the first photo when the request as a whole cannot run.
+        Raises DemoError before the first file when the request as a whole cannot run.
         """
         settings = settings or Settings()
         paths = [p for p in paths if p]
@@ -241,31 +258,89 @@ class DemoEngine:
         restorer, options = self.prepare(settings)
         self.folder.sweep()
         out_dir = self.folder.new_job_folder()
-        for path in paths:
-            yield self.restore_one(path, restorer, options, out_dir)
+        token = threading.Event()
+        self._active.add(token)
+        try:
+            for path in paths:
+                if token.is_set():
+                    yield PhotoResult(Path(path).name, error=f"{Path(path).name}: {CANCELLED}")
+                    continue
+                yield self.restore_one(path, restorer, options, out_dir, cancel=token, progress=progress)
+        finally:
+            self._active.discard(token)
 
-    def restore_one(self, path, restorer, options, out_dir: Path) -> PhotoResult:
+    def restore_one(self, path, restorer, options, out_dir: Path, *, cancel: threading.Event | None = None,
+                    progress: Callable[[str, int, int], None] | None = None) -> PhotoResult:
         name = Path(path).name
         result = PhotoResult(name)
         start = time.perf_counter()
         try:
             source = self.folder.inside(path)
             self.limits.check_file_size(name, source)
-            size = image_size(source)
-            if size is not None:
-                self.limits.check_size(name, size[0], size[1], options.upscale)
-            with self._lock:  # one photo through the network at a time
-                _, restored = next(iter(restorer.iter_restore(
-                    [source], options=options, batch_size=self.defaults.batch_size, workers=self.defaults.workers)))
-            if isinstance(restored, BaseException):
-                raise restored
-            self._write(result, restored, out_dir, options)
+            if _is_video(source):
+                result.kind = "video"
+                self._restore_video(result, source, restorer, options, out_dir, cancel, progress)
+            else:
+                size = image_size(source)
+                if size is not None:
+                    self.limits.check_size(name, size[0], size[1], options.upscale)
+                with self._lock:  # one photo through the network at a time
+                    _, restored = next(iter(restorer.iter_restore(
+                        [source], options=options, batch_size=self.defaults.batch_size,
+                        workers=self.defaults.workers)))
+                if isinstance(restored, BaseException):
+                    raise restored
+                self._write(result, restored, out_dir, options)
         except (OutsideFolderError, LimitError) as exc:
             result.error = _sentence(str(exc))
+        except Cancelled:
+            result.error = f"{name}: {CANCELLED}"
         except Exception as exc:  # one sentence naming the file, never a traceback on the page
             result.error = _error_sentence(exc, name, str(path))
         result.seconds = time.perf_counter() - start
         return result
+
+    def _restore_video(self, result: PhotoResult, source: Path, restorer, options, out_dir: Path,
+                       cancel: threading.Event | None, progress) -> None:
+        """A video through ``iqpfr.video`` with the settings ``iqpfr restore`` gives videos."""
+        from iqpfr.video.io import output_suffix, probe_video
+        from iqpfr.video.pipeline import VideoOptions, restore_video
+
+        info = probe_video(source)
+        self.limits.check_size(result.name, info.width, info.height, 1.0)
+        rate = float(info.average_rate) if info.average_rate else 0.0
+        seconds = info.duration or (info.estimated_frames() / rate if rate else 0.0)
+        self.limits.check_video(result.name, seconds)
+        video_options = VideoOptions(batch_size=self.defaults.batch_size)
+        if not seconds:  # length unknown: the page's limit as a frame count, said so
+            video_options.max_frames = int(self.limits.max_video_seconds * (rate or 30))
+            result.notes.append(f"{result.name}: its length is unknown; at most {video_options.max_frames} frames "
+                                "are restored.")
+        total = info.estimated_frames()
+        if video_options.max_frames:
+            total = min(total or video_options.max_frames, video_options.max_frames)
+        done = 0
+
+        def frames_written(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress is not None:
+                progress(result.name, done, total)
+            if cancel is not None and cancel.is_set():
+                raise Cancelled
+
+        folder = out_dir / f"{len(list(out_dir.iterdir())):02d}"
+        folder.mkdir(mode=0o700)
+        target = folder / f"{Path(result.name).stem or 'video'}_restored{output_suffix(source, info.format_name)}"
+        with self._lock:
+            video = restore_video(restorer, source, target, options=video_options, restore_options=options,
+                                  progress=frames_written)
+        result.output = target
+        result.notes.extend(f"{result.name}: {note}" for note in video.notes)
+        if not video.tracks:
+            result.notes.append(f"No face found in {result.name}: the video is re-encoded unchanged.")
+        result.notes.append(f"{result.name}: {video.frames} frames, {len(video.tracks)} face track(s), "
+                            f"{video.fps:.1f} frames/s.")
 
     def _write(self, result: PhotoResult, restored, out_dir: Path, options) -> None:
         import cv2
@@ -306,6 +381,15 @@ class DemoEngine:
             result.faces.append(FaceView(record.index, face_path, record.fidelity, float(record.strength)))
 
 
+def _is_video(path: Path) -> bool:
+    """A video by its first bytes or suffix (False when the video extra's module is absent)."""
+    try:
+        from iqpfr.video.io import is_video_file
+    except ImportError:
+        return False
+    return is_video_file(path)
+
+
 def _detectors() -> tuple:
     from iqpfr.demo.settings import cli_choices
 
@@ -340,6 +424,10 @@ def _error_sentence(exc: BaseException, name: str, path: str) -> str:
 
     if isinstance(exc, ImageReadError):
         return _sentence(f"{name} could not be read: {exc.reason}")
+    if type(exc).__name__ == "VideoError":
+        return _sentence(f"{name} could not be read as a video: {exc.reason}")
+    if type(exc).__name__ == "VideoUnavailable":
+        return _sentence(f"{name}: videos need PyAV: pip install 'iqpfr[video]'")
     text = " ".join(str(exc).split()).replace(str(Path(path).resolve()), name).replace(str(path), name)
     if isinstance(exc, DetectorUnavailable):
         return _sentence(f"The face detector is not available: {text}")

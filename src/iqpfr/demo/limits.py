@@ -21,7 +21,7 @@ class Limits:
     """max_side: longest input side in px; max_output_side: longest output side (input x upscale);
     max_faces: faces restored per photo (the largest ones; the page says when more were found);
     max_files: photos per request; max_upload_mb: size of one uploaded file (Gradio refuses larger);
-    max_upscale: the upscale control's top."""
+    max_upscale: the upscale control's top; max_video_seconds: the longest video."""
 
     max_side: int = 4096
     max_output_side: int = 8192
@@ -29,13 +29,15 @@ class Limits:
     max_files: int = 10
     max_upload_mb: int = 50
     max_upscale: float = 4.0
+    max_video_seconds: float = 60.0
 
     def describe(self) -> str:
         """The limits as one line of Markdown for the page."""
         return (
-            f"Limits of this page: up to {self.max_files} photos per run, {self.max_upload_mb} MB per file, "
+            f"Limits of this page: up to {self.max_files} files per run, {self.max_upload_mb} MB per file, "
             f"{self.max_side} px on the longest side, {self.max_output_side} px after up-scaling "
-            f"(upscale at most x{self.max_upscale:g}), the {self.max_faces} largest faces of a photo. "
+            f"(upscale at most x{self.max_upscale:g}), the {self.max_faces} largest faces of a photo, "
+            f"videos up to {self.max_video_seconds:g} s. "
             "Larger jobs: `iqpfr restore` on the command line has no such limits."
         )
 
@@ -60,6 +62,11 @@ class Limits:
             raise LimitError(f"{name}: x{upscale:g} would make it {round(width * upscale)} x "
                              f"{round(height * upscale)} px; this page writes at most {self.max_output_side} px "
                              "on the longest side (choose a smaller upscale, or use `iqpfr restore`).")
+
+    def check_video(self, name: str, seconds: float) -> None:
+        if seconds > self.max_video_seconds:
+            raise LimitError(f"{name} is {seconds:.0f} s long; this page restores videos up to "
+                             f"{self.max_video_seconds:g} s (cut it, or use `iqpfr restore` with --start/--duration).")
 
     def check_file_size(self, name: str, path: str | os.PathLike) -> None:
         """Uploads are capped by Gradio already; this also covers files given through the API."""

@@ -50,6 +50,12 @@ class DemoProcess:
         self.stop()
 
     def start(self) -> None:
+        """Start the process and wait until it serves."""
+        self.launch()
+        self.wait()
+
+    def launch(self) -> None:
+        """Start the process without waiting (``wait()`` later: the start-up overlaps other work)."""
         self._proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL)
         lines: queue.Queue = queue.Queue()
@@ -61,6 +67,11 @@ class DemoProcess:
             lines.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
+        self._lines = lines
+
+    def wait(self) -> None:
+        """Until the page serves (RuntimeError with its output if it does not within ``timeout``)."""
+        lines = self._lines
         deadline = time.monotonic() + self.timeout
         serving = False
         while not (serving and self.folder is not None):  # both lines are printed at start

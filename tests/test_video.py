@@ -227,3 +227,15 @@ def test_sniffing(tmp_path, clip):
         from iqpfr.video import probe_video
 
         probe_video(tmp_path / "missing.mp4")
+
+
+def test_codec_choice(restorer, photo, tmp_path):
+    frames = list(pan_zoom_frames(photo, (160, 120), 4, **FACE))
+    source = tmp_path / "old.avi"
+    write_clip(source, frames, fps=10, audio=False, codec="mpeg4")
+    restorer.restore_video(source, tmp_path / "same.avi", fidelity=0.5, video_options=VideoOptions(codec="same"))
+    restorer.restore_video(source, tmp_path / "default.webm", fidelity=0.5)  # WebM cannot hold H.264
+    for name, codec in (("same.avi", "mpeg4"), ("default.webm", "vp9")):
+        with av.open(str(tmp_path / name)) as container:
+            assert container.streams.video[0].codec_context.name == codec
+            assert sum(1 for _ in container.decode(video=0)) == 4

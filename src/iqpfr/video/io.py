@@ -297,6 +297,7 @@ class VideoReader:
         k = (self.info.rotation // 90) % 4
         streams = [self.stream, *self.streams_to_copy()]
         done = False
+        last = None
         try:
             for packet in self.container.demux(*streams):
                 if packet.stream.index != self.stream.index:
@@ -325,6 +326,7 @@ class VideoReader:
                     if k:
                         rgb = np.ascontiguousarray(np.rot90(rgb, k))
                     pts = None if frame.pts is None else frame.pts - video_offset
+                    last = seconds
                     yield DecodedFrame(self.decoded, pts, seconds - self.start, rgb)
                     self.decoded += 1
         except av.FFmpegError as exc:
@@ -332,9 +334,19 @@ class VideoReader:
                              f"({_ffmpeg_reason(exc)})") from None
         if self.decoded == 0:
             raise VideoError(path, "no video frames in the selected range" if self.limited else "no video frames")
-        if not self.limited and self.info.frames and self.decoded < self.info.frames:
+        if not self.limited and self.info.frames and self.decoded < self.info.frames and self._ends_early(last):
             raise VideoError(path, f"truncated: decoded {self.decoded} of the {self.info.frames} frames "
                              "the container lists")
+
+    def _ends_early(self, last: float | None) -> bool:
+        """Whether the frames stopped well before the stream's stated end. (The frame count alone
+        misleads: AVI counts time-base ticks: at a 1/60 time base and 10 frames/s it lists 6 per frame.)"""
+        info = self.info
+        if last is None or not info.duration:
+            return True
+        # the frames' own mean spacing: a container's rate may be its time base's (AVI: 60 for 1/60)
+        interval = (last - info.start_time) / (self.decoded - 1) if self.decoded > 1 else 0.04
+        return last + 2.0 * max(interval, 1e-3) < info.start_time + info.duration
 
     def close(self) -> None:
         self.container.close()

@@ -176,3 +176,25 @@ def test_cli_task_color_whole_photo(tmp_path, capsys):
     image = np.asarray(Image.open(out[0]))
     assert image.ndim == 3 and image.shape[2] == 3  # one-channel input, colour output
     assert image.shape[:2] == Image.open(gray).size[::-1]
+
+
+def test_shipped_colour_model_is_pinned_and_loads():
+    import hashlib
+
+    from iqpfr.restorer import embedded_weights_path
+    from iqpfr.weights.zoo import get_entry
+
+    entry = get_entry("iqpfr-128-color")
+    path = embedded_weights_path("iqpfr-128-color")
+    if not path.is_file():
+        pytest.skip(f"{path.name} is not part of this installation")
+    data = path.read_bytes()
+    assert entry.embedded and entry.kind == "restoration" and len(data) == entry.size < 13_000_000
+    assert hashlib.sha256(data).hexdigest() == entry.sha256
+    import torch
+
+    from iqpfr.tasks.color.enhancer import ColorEnhancer
+
+    enhancer = ColorEnhancer.from_pretrained(device="cpu")
+    out = enhancer.restorer.restore_aligned(torch.full((1, 3, 128, 128), 0.5), fidelity=0.0, quality=0.95)
+    assert out.shape == (1, 3, 128, 128) and torch.isfinite(out).all()

@@ -122,6 +122,20 @@ _ENTRIES = (
         notes="CPU-trained 128-px fallback default model, shipped inside the wheel (no download)",
     ),
     ZooEntry(
+        name="iqpfr-128-color",
+        filename="iqpfr-128-color.safetensors",
+        kind="restoration",
+        architecture="iqpfr-128",
+        embedded=True,
+        sha256="f9c7e42525bc126bae800e6ae00283a0ed03881bd6afe389525dce3df1cc76d8",
+        size=12_117_713,
+        licence="Apache-2.0 (iqpfr code); weights trained by the iqpfr project on FFHQ "
+        "(CC BY-NC-SA 4.0 data): non-commercial, see MODEL_CARD.md",
+        homepage="https://arxiv.org/abs/2503.09294",
+        notes="face colour enhancement (issue 22): iqpfr-128 with stage II fine-tuned on the 'color' "
+        "degradations (configs/color128/stage2.yaml); `iqpfr restore --task color`, iqpfr.tasks.color",
+    ),
+    ZooEntry(
         name="iqpfr-face-quality",
         filename="face_quality.safetensors",
         kind="quality",

@@ -59,7 +59,8 @@ def main() -> int:
     env = {"IQPFR_HOME": home, "OMP_NUM_THREADS": "1"}
     os.environ["IQPFR_HOME"] = home
     work = Path(tempfile.mkdtemp(prefix="iqpfr-bench-"))
-    results: dict = {"photo": SAMPLE.name, "repeats": args.repeats, "threads": 1, "settings": {}}
+    results: dict = {"photo": SAMPLE.name, "repeats": args.repeats, "threads": 1,
+                     "load_average_start": [round(x, 2) for x in os.getloadavg()], "settings": {}}
     with DemoProcess(["--device", "cpu"], env=env) as demo, PageDriver(demo.url) as page:
         client = Client(demo.url, verbose=False, analytics_enabled=False)
         page.open()
@@ -100,6 +101,8 @@ def main() -> int:
                   f"page/cli-warm {entry['page_over_cli_warm']:.2f}x", flush=True)
         client.close()
         results["blocked_requests"] = page.blocked
+    # other jobs on the machine slow both sides alike (interleaved runs); their load is recorded
+    results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     import gradio
 
     results["environment"] = {"python": sys.version.split()[0], "torch": torch.__version__,

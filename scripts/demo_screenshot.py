@@ -21,7 +21,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="docs/demo_screenshot.png")
     parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=1120)
+    parser.add_argument("--height", type=int, default=1300)
     args = parser.parse_args()
 
     from iqpfr.demo.browser import PageDriver

@@ -197,7 +197,8 @@ def build_app(engine: DemoEngine):
                                          label="Monochrome photos keep their tone (auto), or force on / off")
                     face_upsample = gr.Checkbox(
                         value=caps["face_upsample"], visible=upsample_ok, elem_id="face-upsample",
-                        label="Real-ESRGAN on restored faces (sharper when faces are pasted larger; slow on a CPU)")
+                        label="Real-ESRGAN on restored faces of photos (sharper when faces are pasted larger; slow on a "
+                              "CPU; videos: off, as in iqpfr restore)")
                     backgrounds = ["resize", "realesrgan"] if upsample_ok else ["resize"]
                     bg_upsampler = gr.Radio(backgrounds, value=defaults.bg_upsampler,
                                             label="Background up-scaling (realesrgan: slow on a CPU)")
@@ -209,8 +210,8 @@ def build_app(engine: DemoEngine):
                                      label="Status", elem_id="status")
                 slider = gr.ImageSlider(label="Before | after", type="filepath", format="png", elem_id="result")
                 picker = gr.Dropdown([], label="Photo shown", visible=False, elem_id="picker")
-                video = gr.Video(label="Restored video", elem_id="video", interactive=False)
-                gallery = gr.Gallery(label="Faces: before | after", columns=3, height=260, preview=False,
+                video = gr.Video(label="Restored video", elem_id="video", interactive=False, visible=False)
+                gallery = gr.Gallery(label="Faces: before | after", columns=2, height="auto", preview=False,
                                      object_fit="contain", format="png", elem_id="faces")
                 downloads = gr.File(label="Download the restored photos (PNG)", file_count="multiple",
                                     elem_id="downloads")
@@ -222,7 +223,9 @@ def build_app(engine: DemoEngine):
         event = run.click(lambda: WORKING, None, status, api_visibility="private", queue=False).then(
             restore, inputs, [slider, gallery, video, downloads, status, state], api_name="restore",
             concurrency_limit=1)
-        event.then(lambda results: _picker(gr, results), state, picker, api_visibility="private")
+        # page only (not the API): the photo menu, and the video player only when there is a video
+        event.then(lambda results: (_picker(gr, results), gr.update(visible=any(
+            r.ok and r.kind == "video" for r in results or []))), state, [picker, video], api_visibility="private")
         # Gradio drops the running job; the engine stops it (before the next file, a video mid-way)
         cancel.click(engine.cancel, None, None, cancels=[event], api_visibility="private", queue=False)
         auto.change(lambda a: gr.update(interactive=not a), auto, fidelity, api_visibility="private")

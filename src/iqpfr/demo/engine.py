@@ -13,6 +13,7 @@ page's image equals the CLI's ``--ext png`` output. Problems come back as one se
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -311,6 +312,8 @@ class DemoEngine:
         rate = float(info.average_rate) if info.average_rate else 0.0
         seconds = info.duration or (info.estimated_frames() / rate if rate else 0.0)
         self.limits.check_video(result.name, seconds)
+        # as in `iqpfr restore`: no Real-ESRGAN on every face of every frame unless asked on the command line
+        options = dataclasses.replace(options, face_upsample=False)
         video_options = VideoOptions(batch_size=self.defaults.batch_size)
         if not seconds:  # length unknown: the page's limit as a frame count, said so
             video_options.max_frames = int(self.limits.max_video_seconds * (rate or 30))

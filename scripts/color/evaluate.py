@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{n} dE {v['ciede2000']:.2f} M {v['colourfulness_ratio']:.2f} ids {v['ids']:.1f}" for n, v in table.items()))
         for i in range(2):
             sheet_rows.append([label(outputs["input"][i], f"{kind} input")]
-                              + [label(outputs[n][i], n.split(" (")[0]) for n in list(outputs)[1:]]
+                              + [label(outputs[n][i], n.split(" (")[0].replace("colour map on input", "map")) for n in list(outputs)[1:]]
                               + [label(gts[i], "GT")])
 
     # real gray faces: no GT, colourfulness only
@@ -229,11 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     real = {"input": gray_faces}
     for name, restorer in models.items():
         real[name] = run_model(restorer, gray_faces)
+    for name in models:
+        real[name.split(" (")[0] + " colour map on input"] = mapped(gray_faces, real[name])
     results["real_gray"] = {n: {"colourfulness": float(np.mean([colourfulness(x) for x in ims])),
                                 "niqe": float(np.mean(niqe_scores(ims)))} for n, ims in real.items()}
     results["real_gray"]["faces"] = len(gray_faces)
     for i in range(min(6, len(gray_faces))):
-        sheet_rows.append([label(real["input"][i], "real gray")] + [label(real[n][i], n.split(" (")[0]) for n in models])
+        sheet_rows.append([label(real["input"][i], "real gray")]
+                          + [label(real[n][i], n.split(" (")[0].replace("colour map on input", "map")) for n in list(real)[1:]])
     sheet(sheet_rows, args.docs / "color_contact_sheet.png")
     print(f"[{time.perf_counter() - start:.0f}s] real gray faces: {results['real_gray']}")
 
@@ -252,12 +255,14 @@ def main(argv: list[str] | None = None) -> int:
             for name, enh in enhancers.items():
                 result = enh.restorer.restore(x, fidelity=0.0, quality=0.95, grayscale="off", face_upsample=False)
                 variants = ("keep", "tone") if kind == "gray" else ("affine", "none")
+                pasted = result.output  # faces pasted into the input photo; recolor_result replaces it
                 for v in variants:
+                    result.output = pasted
                     if kind == "gray":
                         out = recolor_result(result, x, gray_background=v).image
                     else:
                         out = recolor_result(result, x, whole_photo=v).image
-                    key = f"{kind} | {name} | {v}"
+                    key = f"{kind} / {name} / {v}"
                     per.setdefault(key, []).append({"ciede2000": ciede2000(out, original),
                                                     "colourfulness_ratio": colourfulness(out) / max(colourfulness(original), 1e-6),
                                                     "faces": len(result.faces)})
@@ -265,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                         row.append(label(out, f"color {v}"))
             for key, fn in (("gray-world", gray_world), ("histogram stretch", hist_stretch), ("input", lambda a: a)):
                 out = fn(x)
-                per.setdefault(f"{kind} | {key}", []).append(
+                per.setdefault(f"{kind} / {key}", []).append(
                     {"ciede2000": ciede2000(out, original), "colourfulness_ratio": colourfulness(out) / max(colourfulness(original), 1e-6)})
             row.append(label(original, "original"))
             whole_rows.append(row)

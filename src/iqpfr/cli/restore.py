@@ -50,8 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="photo: face restoration (default); color: face colour enhancement with iqpfr-128-color "
                         "(w 0, q 0.95, --grayscale off: monochrome photos get colour) and the faces' colour map "
                         "applied to the whole photo (iqpfr.tasks.color)")
+    g.add_argument("--whole-photo", choices=("none", "affine"), default="none",
+                   help="--task color: none (only the faces change, default: measured better) or affine "
+                        "(the faces' fitted colour map on the whole photo)")
     g.add_argument("--gray-background", choices=("keep", "tone"), default="keep",
-                   help="--task color on a gray photo: keep (only the faces get colour, default) or tone "
+                   help="--task color --whole-photo affine on a gray photo: keep (only the faces get colour, default) or tone "
                         "(the faces' luminance -> colour map on the whole photo)")
     g.add_argument("--bg-upsampler", "--bg_upsampler", "--bg-upscale", dest="bg_upsampler",
                    choices=("none", "resize", "realesrgan"), default="resize",

@@ -32,6 +32,7 @@ def color_finish(args: argparse.Namespace, write: Callable[[Any], Any]) -> Calla
 
     def finish(result):
         recolor_result(result, result.source, upscale=args.upscale, aligned=args.aligned,
+                       whole_photo=getattr(args, "whole_photo", "none"),
                        gray_background=getattr(args, "gray_background", "keep"))
         return write(result)
 

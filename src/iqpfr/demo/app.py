@@ -115,7 +115,7 @@ def build_app(engine: DemoEngine):
         )
         results: list[PhotoResult] = []
         activity: dict = {}
-        progress(0, desc="loading the model")
+        progress(0, desc="preparing (the first run loads the model)")
         stream = engine.restore(paths, settings, progress=lambda name, done, total: activity.update(
             name=name, done=done, total=total))
         with ThreadPoolExecutor(1, thread_name_prefix="iqpfr-demo") as pool:

@@ -189,27 +189,12 @@ class Stage2(Stage):
         self.make_optimizer("g", self.model.parameters(), cfg.optim.lr, self.quality_lr_scales(self.model))
         self.forward_net = ctx.wrap(CodePredictionForward(self.model))
         self.ema = self.make_ema(self.model)  # after DDP's broadcast of rank 0's weights
-        self.scorer = None
-        if s2.quality_weight > 0:
-            self.scorer = scorer if scorer is not None else self._build_scorer(s2.quality_scorer)
-            self.scorer.to(self.device).eval()
-            for p in self.scorer.parameters():
-                p.requires_grad_(False)
+        self.scorer = self.frozen_scorer(s2.quality_scorer, scorer) if s2.quality_weight > 0 else None
 
     def on_fresh_start(self) -> None:
         if self.cfg.stage2.quality_rows_reset or self.cfg.stage2.quality_rows_line:
             reset_quality_rows(self.model)
             self.ema = self.make_ema(self.model)
-
-    @staticmethod
-    def _build_scorer(name: str) -> nn.Module:
-        from iqpfr.quality.base import create_scorer
-
-        scorer = create_scorer(name)
-        if not getattr(scorer, "differentiable", False):
-            raise ValueError(f"stage2.quality_scorer {name!r} is not differentiable; pick one that is "
-                             "(e.g. face-iqa) or set stage2.quality_weight=0")
-        return scorer
 
     def train_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
         s2, ctx = self.cfg.stage2, self.ctx

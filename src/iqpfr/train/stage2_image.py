@@ -84,14 +84,7 @@ class ImageTargetStage(Stage):
         self.perceptual = perceptual if perceptual is not None else build_perceptual(im.perceptual)
         if self.perceptual is not None:
             self.perceptual.to(self.device)
-        self.scorer = None
-        if s2.quality_weight > 0:
-            from iqpfr.train.stage2 import Stage2
-
-            self.scorer = scorer if scorer is not None else Stage2._build_scorer(s2.quality_scorer)
-            self.scorer.to(self.device).eval()
-            for p in self.scorer.parameters():
-                p.requires_grad_(False)
+        self.scorer = self.frozen_scorer(s2.quality_scorer, scorer) if s2.quality_weight > 0 else None
 
     def train_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
         from iqpfr.train.stage2 import quality_loss

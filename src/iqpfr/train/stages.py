@@ -59,6 +59,22 @@ class Stage:
         return {p: scale for name, p in model.named_parameters()
                 if name.startswith(("quality_embed.", "quality_adapter."))}
 
+    def frozen_scorer(self, name: str, given: nn.Module | None = None) -> nn.Module:
+        """The NR-IQA scorer of the quality loss (``given``, else ``create_scorer(name)``, which must be
+        differentiable), on the device, in eval mode, with its parameters frozen."""
+        scorer = given
+        if scorer is None:
+            from iqpfr.quality.base import create_scorer
+
+            scorer = create_scorer(name)
+            if not getattr(scorer, "differentiable", False):
+                raise ValueError(f"stage2.quality_scorer {name!r} is not differentiable; pick one that is "
+                                 "(e.g. face-iqa) or set stage2.quality_weight=0")
+        scorer.to(self.device).eval()
+        for p in scorer.parameters():
+            p.requires_grad_(False)
+        return scorer
+
     def set_lr(self, step: int) -> None:
         from iqpfr.train.loop import lr_at
 

@@ -135,11 +135,11 @@ def restore_video(
     Raises VideoError (one line naming the file) for bad input, FileExistsError when ``target``
     exists without ``options.overwrite``; nothing is left under ``target`` on failure.
     """
-    from iqpfr.restorer import RestoreOptions
     from iqpfr.utils.fs import atomic_path
 
     options = options or VideoOptions()
-    restore_options = restore_options or RestoreOptions(face_upsample=False)
+    # the restorer's own defaults (no import of iqpfr.restorer: it imports this module)
+    restore_options = restore_options or restorer._options(face_upsample=False)
     source, target = Path(source), Path(target)
     if not options.overwrite and target.exists():
         raise FileExistsError(f"{target}: exists (use --overwrite to replace it)")

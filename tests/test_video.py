@@ -239,3 +239,25 @@ def test_codec_choice(restorer, photo, tmp_path):
         with av.open(str(tmp_path / name)) as container:
             assert container.streams.video[0].codec_context.name == codec
             assert sum(1 for _ in container.decode(video=0)) == 4
+
+
+def subtitle_packets(path: Path) -> list[tuple]:
+    with av.open(str(path)) as container:
+        stream = container.streams.subtitles[0]
+        return [(bytes(p), float(p.pts * p.time_base), float(p.duration * p.time_base))
+                for p in container.demux(stream) if p.size]
+
+
+def test_subtitle_stream_copied_packet_for_packet(restorer, photo, tmp_path):
+    lines = ["first line", "second, with a comma", "third {\\i1}italic{\\i0}"]
+    source = tmp_path / "subtitled.mkv"
+    written = write_clip(source, pan_zoom_frames(photo, (160, 120), 75, **FACE), fps=25, audio=True,
+                         subtitles=lines)
+    out = tmp_path / "subtitled_out.mkv"
+    result = restorer.restore_video(source, out, fidelity=0.5)
+    src, dst = subtitle_packets(source), subtitle_packets(out)
+    assert [p for p, _, _ in src] == written["subtitles"] and len(src) == 3
+    assert dst == src  # payloads, times and durations byte for byte
+    with av.open(str(out)) as container:
+        assert container.streams.subtitles[0].codec_context.name == "ssa"
+    assert audio_packets(out) == audio_packets(source) and result.frames == 75

@@ -49,12 +49,15 @@ def write_clip(
     vfr: bool = False,
     codec: str = "libx264",
     color_range: int | None = None,
+    subtitles: list[str] | None = None,
 ) -> dict:
     """Encode (H, W, 3) uint8 upright ``frames`` into ``path``; returns what was written.
 
     audio: a 440 Hz sine (AAC, mono) as long as the video. rotation: the display matrix (degrees
     counter-clockwise); the frames are stored rotated the other way, so they display upright. vfr:
     frame durations alternate 1, 2 and 3 ticks of 1/fps. color_range: 1 limited, 2 full.
+    subtitles: lines of an ASS subtitle stream (Matroska only), one per second from t = 0.5 s, each
+    shown for 0.8 s; their packet payloads are returned under ``"subtitles"``.
     """
     import itertools
 
@@ -83,6 +86,10 @@ def write_clip(
     if audio:
         tone = container.add_stream("aac", rate=sample_rate)
         tone.layout = "mono"
+    captions = None
+    if subtitles:
+        captions = container.add_stream("ass")
+        captions.time_base = Fraction(1, 1000)
     steps = [1, 2, 3] if vfr else [1]
     pts, stamps = 0, []
     for i, rgb in enumerate(frames):
@@ -99,6 +106,17 @@ def write_clip(
     for packet in stream.encode(None):
         container.mux(packet)
     seconds = float(pts * time_base)
+    payloads = []
+    for i, line in enumerate(subtitles or []):
+        # a Matroska ASS packet: ReadOrder, Layer, Style, Name, MarginL, MarginR, MarginV, Effect, Text
+        payload = f"{i},0,Default,,0,0,0,,{line}".encode()
+        packet = av.Packet(payload)
+        packet.stream = captions
+        packet.time_base = Fraction(1, 1000)
+        packet.pts = packet.dts = 500 + 1000 * i
+        packet.duration = 800
+        container.mux(packet)
+        payloads.append(payload)
     if tone is not None:
         samples = int(seconds * sample_rate)
         wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / sample_rate)).astype(np.float32)
@@ -113,4 +131,5 @@ def write_clip(
         for packet in tone.encode(None):
             container.mux(packet)
     container.close()
-    return {"frames": len(stamps), "pts": stamps, "time_base": time_base, "seconds": seconds, "size": (width, height)}
+    return {"frames": len(stamps), "pts": stamps, "time_base": time_base, "seconds": seconds, "size": (width, height),
+            "subtitles": payloads}

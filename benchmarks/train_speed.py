@@ -30,7 +30,7 @@ def main() -> None:
 
     from iqpfr.train.config import load_train_config
     from iqpfr.train.loop import train
-    from iqpfr.train.stage1 import build_autoencoder, build_model_preset
+    from iqpfr.train.networks import build_autoencoder, build_model_preset
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from iqpfr import create_model, list_models, load_model, save_model
-from iqpfr.models.checkpoint import load_official_state_dict, model_config, read_model_config
+from iqpfr.weights.checkpoint import load_official_state_dict, model_config, read_model_config
 
 
 def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -124,3 +124,17 @@ def test_list_and_create_models():
         create_model("nope")
     model = create_model("codeformer-tiny", n_layers=1)
     assert len(model.ft_layers) == 1 and model.config["n_layers"] == 1
+
+
+def test_models_factory_is_networks_only_and_public_create_model_loads_weights(tmp_path):
+    """``iqpfr.models`` builds networks; the weight load of ``iqpfr.create_model`` lives in iqpfr.weights."""
+    import inspect
+
+    from iqpfr.models import factory
+
+    assert "weights" not in inspect.signature(factory.create_model).parameters
+    source = _randomise(create_model("codeformer-tiny"), seed=3)
+    path = save_model(source, tmp_path / "m.safetensors")
+    assert _same_state(create_model("codeformer-tiny", weights=path), source)
+    assert not _same_state(factory.create_model("codeformer-tiny"), source)
+

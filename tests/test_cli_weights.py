@@ -117,8 +117,8 @@ def test_convert_cli(tmp_path, capsys):
 def test_download_to_safetensors(monkeypatch, tmp_path):
     import io
 
-    from iqpfr.models.checkpoint import load_model
     from iqpfr.models.factory import create_model
+    from iqpfr.weights.checkpoint import load_model
 
     state = create_model("gfpgan-tiny").state_dict()
     buffer = io.BytesIO()

@@ -53,8 +53,8 @@ def _to_tensor(images: list[np.ndarray]) -> torch.Tensor:
 
 
 def test_shipped_file_matches_its_zoo_entry_and_budget(shipped):
-    from iqpfr.models.checkpoint import read_model_config
     from iqpfr.weights import get_entry
+    from iqpfr.weights.checkpoint import read_model_config
 
     entry = get_entry(default_model_name())
     data = shipped.read_bytes()
@@ -128,7 +128,7 @@ def test_quality_target_and_hq_branch_raise_the_learned_score(shipped, face_iqa)
     with the quality target (q = 0.1 < 0.5 < 0.9), and is higher with the HQ+ branch (alpha 0.8) than
     without it. Its quality rows lie on one line through the q = 0.9 row (stage2.quality_rows_line).
     (A re-finalised file with AdaIN on would fail: MODEL_CARD.md, session 4.)"""
-    from iqpfr.models.checkpoint import load_model
+    from iqpfr.weights.checkpoint import load_model
 
     model = load_model(shipped).float().eval()
     assert model.adain is False

@@ -181,7 +181,7 @@ def _chain(tmp_path: Path, ffhq: Path) -> None:
     out = tmp_path / "model.safetensors"
     assert _load("finalize").main(["--shards", str(tmp_path / "out3" / "stage3_ema"),
                                    "--config", str(configs / "stage3.yaml"), "-o", str(out), "--no-sheet"]) == 0
-    from iqpfr.models.checkpoint import load_model, read_model_config
+    from iqpfr.weights.checkpoint import load_model, read_model_config
 
     model = load_model(out)
     assert read_model_config(out)["architecture"] == "iqpfr-tiny"
@@ -212,9 +212,9 @@ def test_device_run_sh_and_acceptance_tiny(tmp_path):
     assert {"stage1_ema-00001-of-00001.safetensors", "stage1_disc.safetensors", "stage1_report.json"} <= names
     # stage II/III weights are not needed to exercise acceptance: finalize the stage-I VQGAN into a full model
     model_file = tmp_path / "model.safetensors"
-    from iqpfr.models.checkpoint import save_model
     from iqpfr.train.config import load_train_config
-    from iqpfr.train.stage1 import build_model_preset
+    from iqpfr.train.networks import build_model_preset
+    from iqpfr.weights.checkpoint import save_model
 
     model = build_model_preset(load_train_config(str(configs / "stage3.yaml")))
     save_model(model.half(), model_file)

@@ -123,10 +123,10 @@ class _Brightness(torch.nn.Module):
 
 
 def test_eval_uses_any_quality_scorer_by_name(pairs, tmp_path, monkeypatch):
-    import iqpfr.quality.base as base
+    import iqpfr.quality.registry as registry
 
     gt_dir, pred_dir = pairs
-    monkeypatch.setattr(base, "create_scorer", lambda name, **kw: _Brightness())
+    monkeypatch.setattr(registry, "create_scorer", lambda name, **kw: _Brightness())
     out = tmp_path / "nr.csv"
     assert main(["eval", "--pred", str(pred_dir), "--metrics", "brightness", "-o", str(out), "--no-plots"]) == 0
     rows = _rows(out)

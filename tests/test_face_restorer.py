@@ -185,8 +185,8 @@ def test_random_init_is_labelled_and_sized():
 
 
 def test_self_describing_weight_file_loads_by_path(tmp_path, detector):
-    from iqpfr.models.checkpoint import save_model
     from iqpfr.models.factory import create_model
+    from iqpfr.weights.checkpoint import save_model
 
     path = save_model(create_model("codeformer-tiny"), tmp_path / "tiny.safetensors")
     restorer = FaceRestorer.from_pretrained(path, device="cpu", detector=detector)

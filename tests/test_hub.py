@@ -253,7 +253,7 @@ def _tiny_state_dict(preset: str) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("preset", ["codeformer-tiny", "gfpgan-tiny"])
 def test_convert_round_trip(tmp_path, preset):
-    from iqpfr.models.checkpoint import load_model, load_state_dict_file, read_model_config
+    from iqpfr.weights.checkpoint import load_model, load_state_dict_file, read_model_config
 
     state = _tiny_state_dict(preset)
     src = tmp_path / "official.pth"
@@ -276,7 +276,7 @@ def test_convert_round_trip(tmp_path, preset):
 
 
 def test_convert_plain_state_dict_to_file(tmp_path):
-    from iqpfr.models.checkpoint import read_model_config
+    from iqpfr.weights.checkpoint import read_model_config
 
     src = tmp_path / "plain.pth"
     torch.save(_tiny_state_dict("gfpgan-tiny"), src)

@@ -12,8 +12,8 @@ ort = pytest.importorskip("onnxruntime", reason="needs the onnx extra")
 pytest.importorskip("onnx", reason="needs the onnx extra")
 
 from iqpfr.cli import main  # noqa: E402
-from iqpfr.models.checkpoint import load_model, save_model  # noqa: E402
 from iqpfr.models.factory import create_model  # noqa: E402
+from iqpfr.weights.checkpoint import load_model, save_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import torch
 spandrel = pytest.importorskip("spandrel", reason="needs the spandrel extra: pip install 'iqpfr[spandrel]'")
 
 import iqpfr.integrations.spandrel as iqpfr_spandrel  # noqa: E402  (registers the architectures)
-from iqpfr.models.checkpoint import CONFIG_TENSOR_KEY, load_model, save_model  # noqa: E402
 from iqpfr.models.factory import create_model  # noqa: E402
+from iqpfr.weights.checkpoint import CONFIG_TENSOR_KEY, load_model, save_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = ROOT / "src" / "iqpfr" / "weights" / "iqpfr-128.safetensors"

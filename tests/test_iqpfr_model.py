@@ -12,11 +12,11 @@ from conftest import shared_path
 from iqpfr import create_model
 from iqpfr.models.adapters import load_base_state_dict
 from iqpfr.models.autoencoder import VQAutoEncoder
-from iqpfr.models.checkpoint import rename_iqpir_keys
 from iqpfr.models.conditioning import QualityEmbedding
 from iqpfr.models.fuse import adaptive_instance_norm
 from iqpfr.models.iqpfr import count_parameters, split_dual_logits
 from iqpfr.models.quantizer import DualCodebookQuantizer
+from iqpfr.weights.checkpoint import rename_iqpir_keys
 
 
 def trained_looking(name: str = "iqpfr-tiny", seed: int = 0, **overrides) -> torch.nn.Module:
@@ -286,7 +286,7 @@ def test_presets_load_their_own_state_dict_strictly(name):
 def test_adain_switch_is_a_saved_constructor_setting(tmp_path):
     """adain=False decodes the looked-up codes as they are (no statistics from the conditioned latent);
     the setting travels in the checkpoint's config and can be overridden at load time."""
-    from iqpfr.models.checkpoint import load_model, save_model
+    from iqpfr.weights.checkpoint import load_model, save_model
 
     torch.manual_seed(0)
     on = create_model("iqpfr-tiny").eval()

@@ -76,7 +76,7 @@ def test_cli_export_check_and_no_overwrite(tmp_path, capsys):
 
 
 def test_cli_exports_a_saved_checkpoint(tmp_path):
-    from iqpfr.models.checkpoint import save_model
+    from iqpfr.weights.checkpoint import save_model
 
     model = iqpfr.create_model("codeformer-tiny").eval()
     save_model(model, tmp_path / "cf.safetensors")

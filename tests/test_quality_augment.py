@@ -116,7 +116,7 @@ def test_code_targets_encode_changed_faces_and_read_the_rest_from_the_table():
 
 
 def test_quality_loss_mask_and_large_input_share():
-    from iqpfr.train.stage2 import quality_loss
+    from iqpfr.train.losses import quality_loss
     from iqpfr.train.stage3 import large_input
     from train_tiny import SharpnessScorer
 

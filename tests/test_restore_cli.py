@@ -157,8 +157,8 @@ def test_glob_inputs_and_missing_default_model(tmp_path, capsys):
 def test_aligned_inputs(tmp_path, capsys):
     crop = tmp_path / "face.png"
     Image.open(ASTRONAUT).crop((150, 40, 310, 200)).save(crop)
-    from iqpfr.models.checkpoint import save_model
     from iqpfr.models.factory import create_model
+    from iqpfr.weights.checkpoint import save_model
 
     weights = save_model(create_model("gfpgan-tiny"), tmp_path / "gfpgan-tiny.safetensors")
     code, err = run_cli(capsys, crop, "-o", tmp_path / "out", "--weights", weights, "--has_aligned")

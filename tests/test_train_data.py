@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from iqpfr.data.dataset import FaceDataset, ResumableSampler, preset_degrader, read_scores_csv
+from iqpfr.train.base import lr_at
 from iqpfr.train.config import OptimConfig
-from iqpfr.train.loop import lr_at
 from train_tiny import ROOT, tiny_config
 
 
@@ -154,7 +154,7 @@ def test_precompute_codes_match_on_the_fly_targets(tmp_path):
 
     from iqpfr.cli import main
     from iqpfr.data.dataset import list_face_images
-    from iqpfr.train.stage1 import build_autoencoder
+    from iqpfr.train.networks import build_autoencoder
     from iqpfr.train.targets import CodeTargets, build_target_vq, load_codes
 
     cfg = tiny_config(2, tmp_path / "run", "model.init=x", "data.limit=6")

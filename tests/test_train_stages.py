@@ -107,7 +107,8 @@ def _tiny_model_and_batch():
 
 @pytest.mark.parametrize("space", ["discrete", "continuous"])
 def test_quality_gradient_reaches_encoder(space):
-    from iqpfr.train.stage2 import DECODE_CONTINUOUS, DECODE_DISCRETE, CodePredictionForward, quality_loss
+    from iqpfr.train.losses import quality_loss
+    from iqpfr.train.networks import DECODE_CONTINUOUS, DECODE_DISCRETE, CodePredictionForward
 
     model, lq = _tiny_model_and_batch()
     fwd = CodePredictionForward(model)
@@ -184,7 +185,7 @@ def test_cli_train_resume_and_refusal(tmp_path, capsys):
 def test_stage1_refits_only_the_encoder(stage1_run, tmp_path):
     """stage1.frozen=[quantize, generator]: codebooks and decoder stay bit-identical, the encoder moves."""
     from iqpfr.config import ConfigError
-    from iqpfr.train.stages import read_weights
+    from iqpfr.train.networks import read_weights
 
     init = f"{stage1_run[0].run_dir}/model_ema.safetensors"
     frozen = ("stage1.frozen=[quantize, generator]", "stage1.dead_code_every=0", "stage1.disc_start=1000")
@@ -228,8 +229,8 @@ def test_quality_embedding_learning_rate_scale():
     from types import SimpleNamespace
 
     from iqpfr.models.factory import create_model
+    from iqpfr.train.base import Stage
     from iqpfr.train.config import TrainConfig
-    from iqpfr.train.stages import Stage
 
     cfg = TrainConfig()
     cfg.optim.lr, cfg.optim.quality_embed_lr_scale, cfg.optim.warmup = 1e-3, 25.0, 10
@@ -246,7 +247,7 @@ def test_quality_embedding_learning_rate_scale():
 
 def test_stage2_train_only_tunes_just_the_quality_rows(stage1_run, tmp_path):
     """stage2.train_only=[quality_embed.]: every other tensor of the network stays bit-identical."""
-    from iqpfr.train.stages import read_weights
+    from iqpfr.train.networks import read_weights
 
     init = f"{stage1_run[0].run_dir}/model_ema.safetensors"
     cfg = tiny_config(2, tmp_path / "rows", f"model.init={init}", "total_steps=3", "ema_decay=0",
@@ -289,8 +290,8 @@ def test_quality_rows_line_projection():
 def test_stage2_quality_rows_line_keeps_the_default_row(stage1_run, tmp_path):
     """stage2.quality_rows_line: after training, row 9 (q = 0.9) is the start's row 9 bit for bit and the
     other rows are row 9 + o_k v with one learned direction v != 0."""
+    from iqpfr.train.networks import read_weights
     from iqpfr.train.stage2 import line_offsets
-    from iqpfr.train.stages import read_weights
 
     init = f"{stage1_run[0].run_dir}/model_ema.safetensors"
     common = [f"model.init={init}", "ema_decay=0", "stage2.train_only=[quality_embed.]"]
@@ -315,7 +316,7 @@ def test_run_exports_load_by_path_alone(stage1_run, stage2_run, tmp_path, capsys
 
     from iqpfr.cli import main
     from iqpfr.models.autoencoder import VQAutoEncoder
-    from iqpfr.models.checkpoint import load_model, read_model_config
+    from iqpfr.weights.checkpoint import load_model, read_model_config
 
     vq_path = Path(stage1_run[0].run_dir) / "model_ema.safetensors"
     assert isinstance(load_model(vq_path), VQAutoEncoder)
@@ -357,8 +358,8 @@ def test_run_export_loads_through_spandrel(stage2_run):
 
     spandrel = pytest.importorskip("spandrel", reason="needs the spandrel extra")
     import iqpfr.integrations.spandrel as iqpfr_spandrel
-    from iqpfr.models.checkpoint import load_model
     from iqpfr.restorer import FaceRestorer
+    from iqpfr.weights.checkpoint import load_model
 
     path = Path(stage2_run[0].run_dir) / "model_ema.safetensors"
     descriptor = spandrel.ModelLoader().load_from_file(path)

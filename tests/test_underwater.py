@@ -197,9 +197,9 @@ def test_model_shapes_quality_and_tiling_without_seams():
 
 
 def test_checkpoint_loads_by_path_alone(tmp_path):
-    from iqpfr.models.checkpoint import load_model, save_model
     from iqpfr.tasks.underwater import UnderwaterEnhancer
     from iqpfr.tasks.underwater.model import UnderwaterEnhanceNet
+    from iqpfr.weights.checkpoint import load_model, save_model
 
     model = _model()
     model.default_quality = model.config["default_quality"] = 0.61
@@ -220,7 +220,7 @@ def test_enhance_cli_outputs_report_and_bad_inputs(tmp_path, capsys):
     from PIL import Image
 
     from iqpfr.cli import main
-    from iqpfr.models.checkpoint import save_model
+    from iqpfr.weights.checkpoint import save_model
 
     weights = save_model(_model(), tmp_path / "uw.safetensors")
     src = tmp_path / "in"

@@ -161,8 +161,8 @@ def test_compact_pth_loads(tmp_path):
 
 @needs_package
 def test_package_conversion_is_cached_and_rebuilt(tmp_path):
-    from iqpfr.models.checkpoint import read_model_config
     from iqpfr.weights import WeightsUnavailableError, resolve_weights
+    from iqpfr.weights.checkpoint import read_model_config
     from iqpfr.weights.realesrgan import resolve_sr_weights as resolve_weights_sr
 
     # the plain cache does not make package files: it says where they come from
@@ -412,7 +412,7 @@ def test_upsample_faces_mixes_the_fidelity_path():
 def test_restore_cli_with_upsampler_file(tmp_path, capsys):
     pytest.importorskip("dlib")
     from iqpfr.cli import main
-    from iqpfr.models.checkpoint import save_model
+    from iqpfr.weights.checkpoint import save_model
 
     torch.manual_seed(0)
     weights = save_model(_seeded(create_sr_model("rrdbnet-tiny")), tmp_path / "tiny_sr.safetensors")
@@ -453,7 +453,7 @@ def test_benchmark_script_smoke(tmp_path, capsys):
 
     from PIL import Image
 
-    from iqpfr.models.checkpoint import save_model
+    from iqpfr.weights.checkpoint import save_model
 
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location("benchmark_upsample", root / "benchmarks" / "upsample.py")

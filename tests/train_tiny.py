@@ -53,7 +53,7 @@ def random_init_weights(cfg: TrainConfig, folder: Path) -> tuple[str, str]:
     the loop, not the weights."""
     from safetensors.torch import save_file
 
-    from iqpfr.train.stage1 import build_autoencoder, build_model_preset
+    from iqpfr.train.networks import build_autoencoder, build_model_preset
 
     torch.manual_seed(0)
     model = build_model_preset(cfg)

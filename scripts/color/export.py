@@ -21,10 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from iqpfr.models.checkpoint import save_model
     from iqpfr.train.config import load_train_config
-    from iqpfr.train.stage1 import build_model_preset
-    from iqpfr.train.stages import load_matching, read_weights
+    from iqpfr.train.networks import build_model_preset, load_matching, read_weights
+    from iqpfr.weights.checkpoint import save_model
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("weights", type=Path, help="run model_ema.safetensors or checkpoint .pt")
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     path = save_model(copy.deepcopy(model).half(), args.output, overwrite=True,
                       extra_config={"task": "color", "source": "configs/color128/stage2.yaml"})
-    from iqpfr.models.checkpoint import load_model
+    from iqpfr.weights.checkpoint import load_model
 
     reloaded = load_model(path).float().eval()
     x = torch.linspace(-1, 1, 3 * 128 * 128).reshape(1, 3, 128, 128)

@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     from iqpfr.eval.sweep import claim_output_folder, model_fingerprint
     from iqpfr.eval.testset import make_testset
     from iqpfr.io import list_images
-    from iqpfr.models.checkpoint import load_model
     from iqpfr.restorer import embedded_weights_path, model_input_size
+    from iqpfr.weights.checkpoint import load_model
 
     args.weights = args.weights or embedded_weights_path()
     torch.set_num_threads(args.threads)

@@ -43,7 +43,7 @@ print(f"[preflight] python {sys.version.split()[0]}, torch {torch.__version__}, 
       f"opencv {cv2.__version__}, cuda {torch.cuda.is_available()}"
       + (f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else ""), flush=True)
 from iqpfr.models.factory import create_model
-from iqpfr.quality.base import create_scorer
+from iqpfr.quality.registry import create_scorer
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 m = create_model("iqpfr-tiny").to(dev).eval()
 with torch.no_grad():

@@ -112,7 +112,7 @@ def load_sharded(prefix: str | os.PathLike, dtype: torch.dtype | None = torch.fl
     """Merge the shards of ``prefix`` into one state dict (floating tensors cast to ``dtype``)."""
     from safetensors.torch import load_file
 
-    from iqpfr.models.checkpoint import pop_config_tensor
+    from iqpfr.weights.checkpoint import pop_config_tensor
 
     state: dict[str, torch.Tensor] = {}
     for path in shard_paths(prefix):

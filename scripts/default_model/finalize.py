@@ -39,7 +39,7 @@ def load_final_state(weights: Path | None, shards: Path | None):
     import torch
 
     if weights is not None:
-        from iqpfr.train.stages import read_weights
+        from iqpfr.train.networks import read_weights
 
         return {k: (v.float() if v.is_floating_point() else v) for k, v in read_weights(weights).items()}
     return dm.load_sharded(shards, dtype=torch.float32)
@@ -48,7 +48,7 @@ def load_final_state(weights: Path | None, shards: Path | None):
 def build_model(config: Path, overrides: list[str]):
     """(network of the config's preset with random weights, preset name)."""
     from iqpfr.train.config import load_train_config
-    from iqpfr.train.stage1 import build_model_preset
+    from iqpfr.train.networks import build_model_preset
 
     cfg = load_train_config(str(config), overrides)
     return build_model_preset(cfg), cfg.model.name
@@ -57,7 +57,7 @@ def build_model(config: Path, overrides: list[str]):
 def export_fp16(model, out: Path, overwrite: bool) -> Path:
     import copy
 
-    from iqpfr.models.checkpoint import save_model
+    from iqpfr.weights.checkpoint import save_model
 
     if out.exists() and not overwrite:
         raise SystemExit(f"{out}: exists; pass --overwrite to replace it")
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from iqpfr.models.checkpoint import load_model
+    from iqpfr.weights.checkpoint import load_model
 
     torch.set_num_threads(args.threads)
     state = load_final_state(args.weights, None if args.weights else args.shards)

@@ -37,13 +37,13 @@ LEVELS = (-1.2, -0.6, -0.45, 0.0, 0.4, 0.8, 1.5)
 def load_restorer(weights: Path | None, adain: bool | None = None):
     """The network of ``weights`` (None: the shipped default), float32, eval mode; ``adain`` None
     keeps the file's setting."""
-    from iqpfr.models.checkpoint import load_model
     from iqpfr.restorer import embedded_weights_path
+    from iqpfr.weights.checkpoint import load_model
 
     overrides = {} if adain is None else {"adain": adain}
     if weights is None or weights.suffix == ".safetensors":
         return load_model(weights or embedded_weights_path(), **overrides).float().eval()
-    from iqpfr.train.stages import read_weights
+    from iqpfr.train.networks import read_weights
 
     model = load_model(embedded_weights_path(), **overrides).float()
     model.load_state_dict({k: v.float() for k, v in read_weights(weights).items()}, strict=True)
@@ -78,7 +78,7 @@ def sweep(args) -> dict:
 
     from iqpfr.eval.testset import make_testset
     from iqpfr.io import list_images
-    from iqpfr.quality.base import create_scorer
+    from iqpfr.quality.registry import create_scorer
     from iqpfr.restorer import model_input_size
 
     model = load_restorer(args.weights, {"file": None, "on": True, "off": False}[args.adain])
@@ -124,9 +124,9 @@ def ceiling(args) -> dict:
     from iqpfr.data.degradations import sharpness_variant
     from iqpfr.io import list_images
     from iqpfr.models.autoencoder import VQAutoEncoder
-    from iqpfr.quality.base import create_scorer
+    from iqpfr.quality.registry import create_scorer
     from iqpfr.restorer import model_input_size
-    from iqpfr.train.stages import read_weights
+    from iqpfr.train.networks import read_weights
 
     like = load_restorer(None)
     vq = VQAutoEncoder.matching(like)

@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from iqpfr.data.dataset import resize_square
     from iqpfr.data.degradations import sharpness_variant
     from iqpfr.io import ImageReadError, list_images, read_rgb
-    from iqpfr.quality.base import create_scorer
     from iqpfr.quality.ensemble import QualityEnsemble, load_ranges
+    from iqpfr.quality.registry import create_scorer
     from iqpfr.utils.fs import atomic_write_text
 
     levels = sorted(set(args.levels) | {0.0})

@@ -12,10 +12,10 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it; resolved on first attribute access (PEP 562)
 _LAZY = {
-    "create_model": "iqpfr.models.factory",
+    "create_model": "iqpfr.weights.checkpoint",
     "list_models": "iqpfr.models.factory",
-    "load_model": "iqpfr.models.checkpoint",
-    "save_model": "iqpfr.models.checkpoint",
+    "load_model": "iqpfr.weights.checkpoint",
+    "save_model": "iqpfr.weights.checkpoint",
     "FaceRestorer": "iqpfr.restorer",
     "prepare_for_inference": "iqpfr.inference",
     "export_onnx": "iqpfr.export",
@@ -25,8 +25,8 @@ _LAZY = {
     "degrade": "iqpfr.data.degradations",
     "EvalConfig": "iqpfr.eval.runner",
     "evaluate": "iqpfr.eval.runner",
-    "create_scorer": "iqpfr.quality.base",
-    "list_scorers": "iqpfr.quality.base",
+    "create_scorer": "iqpfr.quality.registry",
+    "list_scorers": "iqpfr.quality.registry",
     "QualityScorer": "iqpfr.quality.base",
     "TrainConfig": "iqpfr.train.config",
     "load_train_config": "iqpfr.train.config",

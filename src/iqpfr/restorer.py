@@ -130,7 +130,7 @@ def _resolve_source(source: str | os.PathLike, offline: bool) -> tuple[Path, str
 def _load_file(path: Path, architecture: str | None) -> nn.Module:
     """Self-describing .safetensors need no architecture; official .pth files are recognised from
     their keys unless ``architecture`` (a preset name) says what they are."""
-    from iqpfr.models.checkpoint import load_model
+    from iqpfr.weights.checkpoint import load_model
 
     try:
         net = load_model(path, arch=architecture)

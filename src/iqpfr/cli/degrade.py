@@ -23,13 +23,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def file_seed_index(relative_path: str) -> int:
-    """A stable 32-bit index for a relative path (the per-file generator key)."""
-    import zlib
-
-    return zlib.crc32(relative_path.replace("\\", "/").encode("utf-8"))
-
-
 def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
@@ -37,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from iqpfr.cli import CLIError
-    from iqpfr.data.degradations import PRESETS, DegradationConfig, degrade, sample_rng
+    from iqpfr.data.degradations import PRESETS, DegradationConfig, degrade, file_seed_index, sample_rng
     from iqpfr.data.params_table import merge_params_tables
     from iqpfr.io import ImageReadError, list_images, read_rgb, write_rgb
 

@@ -67,7 +67,8 @@ def _load(args: argparse.Namespace):
     from pathlib import Path
 
     from iqpfr.cli import CLIError
-    from iqpfr.models.factory import PRESETS, create_model
+    from iqpfr.models.factory import PRESETS
+    from iqpfr.weights.checkpoint import create_model, load_model
 
     if args.model in PRESETS:
         if args.weights is None and not args.random_init:
@@ -77,8 +78,6 @@ def _load(args: argparse.Namespace):
         return create_model(args.model, weights=args.weights)
     if args.weights is not None or args.random_init:
         raise CLIError(f"--weights/--random-init need a preset name, got {args.model!r}")
-    from iqpfr.models.checkpoint import load_model
-
     try:
         return load_model(args.model)
     except FileNotFoundError as exc:

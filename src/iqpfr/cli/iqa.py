@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from iqpfr.quality.base import create_scorer, list_scorers
+    from iqpfr.quality.registry import create_scorer, list_scorers
 
     for name in list_scorers():
         try:
@@ -135,7 +135,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from iqpfr.cli import CLIError
     from iqpfr.io import list_images
     from iqpfr.quality import evaluate as ev
-    from iqpfr.quality.base import create_scorer
+    from iqpfr.quality.registry import create_scorer
     from iqpfr.utils.device import resolve_device
 
     data = Path(args.data)

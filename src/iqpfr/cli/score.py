@@ -84,7 +84,7 @@ def expand_inputs(inputs: list[str], recursive: bool) -> list[Path]:
 
 def build_scorers(names: list[str], args: argparse.Namespace, device):
     from iqpfr.cli import CLIError
-    from iqpfr.quality.base import create_scorer
+    from iqpfr.quality.registry import create_scorer
 
     scorers = []
     for name in names:
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from iqpfr.cli import CLIError
-    from iqpfr.quality.base import list_scorers
+    from iqpfr.quality.registry import list_scorers
     from iqpfr.quality.score_table import ScoreTable
     from iqpfr.utils.device import resolve_device
 

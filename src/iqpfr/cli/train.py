@@ -112,8 +112,8 @@ def _precompute(cfg, output: str, progress: bool) -> int:
 def _preview(cfg, count: int) -> int:
     from pathlib import Path
 
+    from iqpfr.train.loader import build_dataset
     from iqpfr.train.log import save_sample_grid
-    from iqpfr.train.loop import build_dataset
 
     try:
         dataset = build_dataset(cfg)

@@ -132,6 +132,13 @@ def sample_rng(seed: int, epoch: int = 0, index: int = 0) -> np.random.Generator
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), int(index)]))
 
 
+def file_seed_index(relative_path: str) -> int:
+    """A stable 32-bit index for a relative path (the per-file ``sample_rng`` key of folder runs)."""
+    import zlib
+
+    return zlib.crc32(relative_path.replace("\\", "/").encode("utf-8"))
+
+
 def gaussian_kernel(size: int, sigma_x: float, sigma_y: float, theta: float) -> np.ndarray:
     """A normalised ``size x size`` bivariate Gaussian, axes rotated by ``theta`` radians (float32)."""
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])

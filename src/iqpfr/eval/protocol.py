@@ -91,7 +91,7 @@ def metric_spec(name: str) -> MetricSpec:
 def list_metrics() -> list[str]:
     """All metric names: full-reference, set-level and the built-in no-reference scorers."""
     try:
-        from iqpfr.quality.base import list_scorers
+        from iqpfr.quality.registry import list_scorers
 
         scorers = list_scorers()
     except ImportError:

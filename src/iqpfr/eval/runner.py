@@ -167,7 +167,7 @@ class MetricComputer:
                 self.model("inception", lambda: load_fid_inception(self.cfg.fid_weights, offline=self.cfg.offline,
                                                                     device=self.device))
             elif metric not in FULL_REFERENCE:
-                from iqpfr.quality.base import create_scorer
+                from iqpfr.quality.registry import create_scorer
 
                 scorer = self.model(f"nr:{metric}", lambda m=metric: create_scorer(m).to(self.device).eval())
                 record_direction(metric, getattr(scorer, "higher_better", True))
@@ -222,7 +222,7 @@ class MetricComputer:
     def _no_reference(self, metric, preds):
         import torch
 
-        from iqpfr.quality.base import create_scorer
+        from iqpfr.quality.registry import create_scorer
 
         scorer = self.model(f"nr:{metric}", lambda: create_scorer(metric).to(self.device).eval())
         record_direction(metric, getattr(scorer, "higher_better", True))

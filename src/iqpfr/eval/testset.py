@@ -63,8 +63,7 @@ def make_testset(hq_inputs: list[str | Path], out_dir: str | Path, *, protocol: 
     """Write ``out_dir/gt``, ``out_dir/lq``, ``params.csv``/``params.json`` and ``protocol.json``."""
     from tqdm import tqdm
 
-    from iqpfr.cli.degrade import file_seed_index
-    from iqpfr.data.degradations import DegradationConfig, degrade, sample_rng
+    from iqpfr.data.degradations import DegradationConfig, degrade, file_seed_index, sample_rng
     from iqpfr.data.params_table import merge_params_tables
     from iqpfr.io import ImageReadError, list_images, read_rgb, write_rgb
     from iqpfr.utils.fs import atomic_write_text

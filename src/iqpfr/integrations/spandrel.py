@@ -9,7 +9,7 @@ claim a state dict only when it has a key those networks lack; plain official fi
 CodeFormer/GFPGAN.
 
 The network's constructor arguments come, in this order, from (1) the ``iqpfr_config`` tensor that
-iqpfr writes into IQPFR / quality-adapted files (``iqpfr.models.checkpoint.CONFIG_TENSOR_KEY``;
+iqpfr writes into IQPFR / quality-adapted files (``iqpfr.weights.checkpoint.CONFIG_TENSOR_KEY``;
 spandrel and ComfyUI drop safetensors metadata), (2) the file shipped in the package or held in the
 weight cache whose tensors these are (for files written before (1) existed, e.g. the embedded
 ``iqpfr-128``), (3) the preset whose parameter shapes these are (n_head, AdaIN and other
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iqpfr.models.checkpoint import (
+from iqpfr.weights.checkpoint import (
     pop_config_tensor,
     read_model_config,
     rename_iqpir_keys,

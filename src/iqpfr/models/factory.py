@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -129,12 +128,12 @@ def build_model(cls: str, kwargs: dict[str, Any], quality_adapter: dict[str, Any
     return model
 
 
-def create_model(name: str, *, weights: str | Path | None = None, **overrides: Any) -> nn.Module:
-    """Build the preset ``name`` (see ``list_models()``), with constructor kwargs overridden.
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build the preset ``name`` (see ``list_models()``), randomly initialised, with constructor
+    kwargs overridden. Returns the model in train mode on CPU, like any freshly built ``nn.Module``.
 
-    ``weights``: an optional ``.safetensors`` / official ``.pth`` file, model folder or weight-zoo
-    name whose state dict is loaded with ``strict=True``. Without it the model is randomly initialised. Returns the model in
-    train mode on CPU, like any freshly built ``nn.Module``.
+    Networks only: to build one with weights from a file or the zoo, use ``iqpfr.create_model(name,
+    weights=...)`` (``iqpfr.weights.checkpoint``) or ``iqpfr.load_model``.
     """
     if name not in PRESETS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
@@ -147,8 +146,4 @@ def create_model(name: str, *, weights: str | Path | None = None, **overrides: A
         raise ValueError(f"{name!r} has no quality adapter; cannot set {sorted(unknown_adapter)}")
     model = build_model(spec.cls, {**spec.kwargs, **overrides}, adapter)
     model.preset = name
-    if weights is not None:
-        from iqpfr.models.checkpoint import load_state_dict_file, resolve_weight_file
-
-        model.load_state_dict(load_state_dict_file(resolve_weight_file(weights)), strict=True)
     return model

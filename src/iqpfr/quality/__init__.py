@@ -12,8 +12,8 @@ from typing import Any
 
 _LAZY = {
     "QualityScorer": "iqpfr.quality.base",
-    "create_scorer": "iqpfr.quality.base",
-    "list_scorers": "iqpfr.quality.base",
+    "create_scorer": "iqpfr.quality.registry",
+    "list_scorers": "iqpfr.quality.registry",
     "QualityEnsemble": "iqpfr.quality.ensemble",
     "minmax_normalize": "iqpfr.quality.ensemble",
     "ensemble_average": "iqpfr.quality.ensemble",

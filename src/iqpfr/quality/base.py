@@ -1,16 +1,15 @@
-"""The scorer interface shared by every no-reference image-quality (NR-IQA) model, and its factory.
+"""The scorer interface shared by every no-reference image-quality (NR-IQA) model.
 
 A scorer maps a batch of RGB images ``(B, 3, H, W)`` with values in [0, 1] to one score per image
 ``(B,)``. Scorers are ``nn.Module``s, so ``.to(device)`` moves whatever state they hold; the ones
 marked ``differentiable`` let gradients flow from the score back to the pixels.
 
-``create_scorer(name, **kw)`` builds one by name; ``list_scorers()`` names the built-in ones. Names
-of the form ``pyiqa:<metric>`` (or any name that is not built in) go to the optional pyiqa backend.
+Scorers are built by name with ``iqpfr.quality.registry.create_scorer`` (which imports the
+implementations, so they can import this module without a circle).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
@@ -59,48 +58,3 @@ def check_images(images: torch.Tensor, who: str = "scorer") -> None:
         lo, hi = float(images.detach().min()), float(images.detach().max())
         raise ValueError(f"{who}: expected values in [0, 1], got [{lo:.3f}, {hi:.3f}] "
                          "(map [-1, 1] images with (x + 1) / 2 first)")
-
-
-# built-in name -> (module, class); explicit, no folder scanning
-_BUILTIN = {
-    "niqe": ("iqpfr.quality.niqe", "NIQE"),
-    "piqe": ("iqpfr.quality.piqe", "PIQE"),
-    "brisque": ("iqpfr.quality.brisque", "BRISQUE"),
-    "face-iqa": ("iqpfr.quality.learned", "FaceIQA"),
-    "uiqm": ("iqpfr.quality.uiqm", "UIQM"),
-    "uciqe": ("iqpfr.quality.uciqe", "UCIQE"),
-}
-
-PYIQA_PREFIX = "pyiqa:"
-
-
-def list_scorers() -> list[str]:
-    """Names of the built-in scorers (``pyiqa:<metric>`` names are accepted too, with the extra)."""
-    return sorted(_BUILTIN)
-
-
-def create_scorer(name: str, **kwargs: Any) -> QualityScorer:
-    """Build a scorer by name: one of :func:`list_scorers`, or ``pyiqa:<metric>`` for the pyiqa backend.
-
-    Keyword arguments go to the scorer's constructor (e.g. ``create_scorer("niqe", params_path=...)``,
-    ``create_scorer("brisque", model_path=...)``, ``create_scorer("pyiqa:musiq", as_loss=True)``).
-    """
-    key = name.strip()
-    if key.lower() in _BUILTIN:
-        module_name, class_name = _BUILTIN[key.lower()]
-        cls = getattr(importlib.import_module(module_name), class_name)
-        return cls(**kwargs)
-    metric = key[len(PYIQA_PREFIX):] if key.lower().startswith(PYIQA_PREFIX) else key
-    if not metric:
-        raise ValueError(f"empty metric name in {name!r}")
-    if not key.lower().startswith(PYIQA_PREFIX):
-        # unknown bare name: only pyiqa might know it, say so clearly
-        from iqpfr.quality.pyiqa_backend import pyiqa_available
-
-        if not pyiqa_available():
-            raise ValueError(f"unknown quality metric {name!r}: built-in metrics are "
-                             f"{', '.join(list_scorers())}; other names need the optional pyiqa "
-                             f"backend (pip install 'iqpfr[iqa]'), spelled pyiqa:{metric}")
-    from iqpfr.quality.pyiqa_backend import PyIQAScorer
-
-    return PyIQAScorer(metric, **kwargs)

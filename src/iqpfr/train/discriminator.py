@@ -1,9 +1,13 @@
-"""PatchGAN discriminator of VQGAN / CodeFormer (``VQGANDiscriminator(nc=3, ndf=64, n_layers=4)``)."""
+"""PatchGAN discriminator of VQGAN / CodeFormer (``VQGANDiscriminator(nc=3, ndf=64, n_layers=4)``) and
+its training step (``discriminator_backward``), shared by the stages that train one."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from iqpfr.train.losses import hinge_d_loss
+from iqpfr.train.networks import set_requires_grad
 
 
 class VQGANDiscriminator(nn.Module):
@@ -43,3 +47,32 @@ class VQGANDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x)
+
+
+class DiscriminatorPair(nn.Module):
+    """D on real and fake in two passes (separate BatchNorm statistics) inside one forward, so
+    DistributedDataParallel sees a single forward per backward."""
+
+    def __init__(self, disc: nn.Module) -> None:
+        super().__init__()
+        self.disc = disc
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.disc(real), self.disc(fake)
+
+
+
+def discriminator_backward(stage, gt: torch.Tensor, fake: torch.Tensor, n: int, sync: bool):
+    """One micro-batch of the hinge discriminator loss on (gt, fake.detach()), backpropagated / n.
+
+    ``stage`` has ``disc``, ``d_pair`` (the DDP-wrapped pair) and ``ctx``; gradients are synchronised
+    across processes only when ``sync`` (the last micro-batch). Returns (d_loss, real_logits, fake_logits).
+    """
+    set_requires_grad(stage.disc, True)
+    with stage.ctx.no_sync([stage.d_pair], sync):
+        with stage.ctx.autocast():
+            real_logits, fake_logits = stage.d_pair(gt, fake.detach())
+            d_loss = hinge_d_loss(real_logits, fake_logits)
+        (d_loss / n).backward()
+    return d_loss, real_logits, fake_logits
+

@@ -2,7 +2,7 @@
 
 ``train(cfg)`` sets up the process group (torchrun environment), seeds, data and the stage, then
 repeats: gather ``grad_accum`` micro-batches -> ``stage.train_step`` -> log / sample / checkpoint.
-Everything a stage does in a step lives in its step function (``iqpfr.train.stages``).
+Everything a stage does in a step lives in its ``train_step`` (the stage table: ``iqpfr.train.stages``).
 
 Exact resume: the data order is a pure function of (seed, samples consumed), the learning rate a
 pure function of the step, and a checkpoint stores networks, EMA, optimisers and every process's
@@ -13,7 +13,6 @@ the same losses an uninterrupted run would have (bit for bit on CPU).
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
 import warnings
@@ -25,12 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from iqpfr.config import config_to_dict
 from iqpfr.train import checkpoint as ckpt_io
-from iqpfr.train.config import OptimConfig, TrainConfig
+from iqpfr.train.config import TrainConfig
 from iqpfr.train.dist import DistInfo, all_gather_objects, all_reduce_mean, barrier, init_distributed
+from iqpfr.train.loader import build_dataset, build_loader, to_device
+from iqpfr.train.stages import build_stage
 
 
 @dataclass
@@ -68,19 +68,6 @@ class RunContext:
         return stack
 
 
-def lr_at(step: int, base_lr: float, optim: OptimConfig) -> float:
-    """Learning rate of (1-based) ``step``: warm-up, then constant / cosine with restarts / multistep."""
-    t = step - 1
-    if optim.warmup > 0 and t < optim.warmup:
-        return base_lr * (t + 1) / optim.warmup
-    if optim.schedule == "cosine":
-        phase = (t % optim.period) / optim.period
-        return optim.eta_min + (base_lr - optim.eta_min) * 0.5 * (1 + math.cos(math.pi * phase))
-    if optim.schedule == "multistep":
-        return base_lr * optim.gamma ** sum(t >= m for m in optim.milestones)
-    return base_lr
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -91,42 +78,6 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return None
-
-
-def build_dataset(cfg: TrainConfig):
-    """The stage's FaceDataset (stage III also synthesises the small-degradation input)."""
-    from iqpfr.data.dataset import FaceDataset, preset_degrader, read_target_variants
-
-    d = cfg.data
-    variants = read_target_variants(d.target_variants) if d.target_variants and cfg.stage != 1 else None
-    res = d.resolution if d.scale_degradation else None
-    large = preset_degrader(d.degradation, resolution=res, color_jitter=d.color_jitter, gray=d.gray)
-    small = None
-    if cfg.stage == 3:
-        small = preset_degrader(d.small_degradation, resolution=res, color_jitter=d.color_jitter, gray=d.gray)
-    return FaceDataset(
-        d.folders, resolution=d.resolution, seed=cfg.seed, scores_csv=d.scores_csv,
-        score_column=d.score_column, default_score=d.default_score, flip=d.flip,
-        degrader=large if cfg.stage != 1 else None, small_degrader=small, limit=d.limit,
-        score_transform=d.score_transform, target_variants=variants,
-        target_variant_prob=d.target_variant_prob if variants else 0.0,
-    )
-
-
-def build_loader(dataset, cfg: TrainConfig, info: DistInfo, start_sample: int) -> DataLoader:
-    """Infinite loader of micro-batches for this process, starting after ``start_sample`` samples."""
-    from iqpfr.data.dataset import ResumableSampler
-
-    sampler = ResumableSampler(len(dataset), seed=cfg.seed, rank=info.rank, world_size=info.world_size,
-                               start=start_sample)
-    # a fixed generator: creating the iterator must not draw from (and shift) the global RNG
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=True,
-                      generator=torch.Generator().manual_seed(cfg.seed), persistent_workers=False)
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
 def resolve_resume(cfg: TrainConfig, resume: str | None) -> Path | None:
@@ -167,7 +118,6 @@ def train(cfg: TrainConfig, *, resume: str | None = None, stop_after: int | None
     ``stage`` (the trained networks: ``stage.networks``, ``stage.ema.shadow``).
     """
     from iqpfr.train.log import TrainLogger, save_sample_grid
-    from iqpfr.train.stages import build_stage
     from iqpfr.utils.device import resolve_device
 
     cfg.validate()

@@ -20,47 +20,13 @@ import warnings
 import torch
 from torch import nn
 
-from iqpfr.train.discriminator import VQGANDiscriminator
+from iqpfr.train.base import Stage
+from iqpfr.train.discriminator import DiscriminatorPair, VQGANDiscriminator, discriminator_backward
 from iqpfr.train.dist import all_reduce_sum_, broadcast_
-from iqpfr.train.losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss, masked_mean
+from iqpfr.train.loader import build_loader, to_device
+from iqpfr.train.losses import adaptive_gan_weight, hinge_g_loss, masked_mean
+from iqpfr.train.networks import build_autoencoder, codebooks, load_matching, read_weights, set_requires_grad
 from iqpfr.train.perceptual import build_perceptual
-from iqpfr.train.stages import Stage, load_matching, read_weights
-
-
-def build_model_preset(cfg) -> nn.Module:
-    """The full network of preset ``cfg.model.name`` with ``cfg.model.overrides``; alpha and the HQ+
-    threshold come from the config (for presets that have them)."""
-    from iqpfr.models.factory import create_model
-
-    overrides = dict(cfg.model.overrides)
-    model = create_model(cfg.model.name, **overrides)
-    quantize = getattr(model, "quantize", None)
-    if hasattr(quantize, "embedding_hq"):
-        quantize.alpha = cfg.model.alpha
-        quantize.hq_threshold = cfg.model.hq_threshold
-        model.alpha = cfg.model.alpha
-        model.config.update(alpha=cfg.model.alpha, hq_threshold=cfg.model.hq_threshold)
-    return model
-
-
-def build_autoencoder(cfg) -> nn.Module:
-    """The stage-I ``VQAutoEncoder`` whose weights fit the configured preset (keys ``encoder.*``,
-    ``quantize.*``, ``generator.*``)."""
-    from iqpfr.models.autoencoder import VQAutoEncoder
-
-    model = build_model_preset(cfg)
-    if not hasattr(model, "quantize"):  # e.g. GFPGAN: no VQGAN inside, so no code targets
-        raise ValueError(f"model {cfg.model.name!r} has no codebook, so it has no VQGAN autoencoder or code "
-                         "targets; fine-tune it on images instead: stage2.targets=image")
-    return VQAutoEncoder.matching(model)
-
-
-def codebooks(ae: nn.Module) -> dict[str, nn.Embedding]:
-    """{"common": ..., "hq": ...} embedding tables of an autoencoder (or full model)."""
-    books = {"common": ae.quantize.embedding}
-    if hasattr(ae.quantize, "embedding_hq"):
-        books["hq"] = ae.quantize.embedding_hq
-    return books
 
 
 def quantize_fp32(ae: nn.Module, z: torch.Tensor, quality: torch.Tensor | None):
@@ -84,38 +50,6 @@ class _Stage1Forward(nn.Module):
         hq_mask = q.hq_mask if q.hq_mask is not None else torch.zeros_like(q.loss, dtype=torch.bool)
         hq_idx = q.hq_indices if q.hq_indices is not None else q.indices
         return rec, z, q.loss, hq_loss, hq_mask, q.indices, hq_idx
-
-
-class DiscriminatorPair(nn.Module):
-    """D on real and fake in two passes (separate BatchNorm statistics) inside one forward, so
-    DistributedDataParallel sees a single forward per backward."""
-
-    def __init__(self, disc: nn.Module) -> None:
-        super().__init__()
-        self.disc = disc
-
-    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.disc(real), self.disc(fake)
-
-
-def set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
-
-
-def discriminator_backward(stage, gt: torch.Tensor, fake: torch.Tensor, n: int, sync: bool):
-    """One micro-batch of the hinge discriminator loss on (gt, fake.detach()), backpropagated / n.
-
-    ``stage`` has ``disc``, ``d_pair`` (the DDP-wrapped pair) and ``ctx``; gradients are synchronised
-    across processes only when ``sync`` (the last micro-batch). Returns (d_loss, real_logits, fake_logits).
-    """
-    set_requires_grad(stage.disc, True)
-    with stage.ctx.no_sync([stage.d_pair], sync):
-        with stage.ctx.autocast():
-            real_logits, fake_logits = stage.d_pair(gt, fake.detach())
-            d_loss = hinge_d_loss(real_logits, fake_logits)
-        (d_loss / n).backward()
-    return d_loss, real_logits, fake_logits
 
 
 class Stage1(Stage):
@@ -172,8 +106,6 @@ class Stage1(Stage):
     @torch.no_grad()
     def kmeans_init(self) -> None:
         """Initialise every codebook with k-means centroids of encoder outputs (rank 0, broadcast)."""
-        from iqpfr.train.loop import build_loader, to_device
-
         s1 = self.cfg.stage1
         books = codebooks(self.ae)
         if self.ctx.dist.is_main:

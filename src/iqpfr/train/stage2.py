@@ -19,107 +19,20 @@ Frozen: both codebooks, the generator and the (unused, w = 0) fusion blocks.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from iqpfr.train.losses import per_sample_cross_entropy
-from iqpfr.train.stage1 import build_model_preset
-from iqpfr.train.stages import Stage, load_matching, read_weights
-from iqpfr.train.targets import CodeTargets, build_target_vq, load_codes
+from iqpfr.train.base import Stage
+from iqpfr.train.losses import code_losses, quality_loss
+from iqpfr.train.networks import (
+    DECODE_CONTINUOUS,
+    DECODE_DISCRETE,
+    DECODE_NONE,
+    CodePredictionForward,
+    init_restoration_model,
+)
+from iqpfr.train.targets import build_targets
 
-DECODE_NONE, DECODE_DISCRETE, DECODE_CONTINUOUS = 0, 1, 2
 FROZEN_PREFIXES = ("quantize.", "generator.", "fuse_convs_dict.")
-
-
-def init_restoration_model(cfg, frozen: tuple[str, ...], untouched: list[str] | None = None) -> nn.Module:
-    """The preset network with ``cfg.model.init`` weights (stage-I VQGAN or a stage-II/III model) and
-    the parameters under ``frozen`` prefixes set to ``requires_grad=False``. ``untouched`` (if given)
-    receives the model keys the file did not provide."""
-    model = build_model_preset(cfg)
-    left = load_matching(model, read_weights(cfg.model.init), what=str(cfg.model.init),
-                         require_prefixes=("encoder.", "quantize.", "generator."))
-    if untouched is not None:
-        untouched.extend(left)
-    for name, p in model.named_parameters():
-        if name.startswith(frozen):
-            p.requires_grad_(False)
-    return model
-
-
-def build_targets(cfg, device: torch.device) -> CodeTargets:
-    """Targets from the stage-I VQGAN (``model.vqgan``, else ``model.init``): on the fly, or read
-    from ``model.codes`` when given (the VQGAN then only supplies the codebooks)."""
-    vq = build_target_vq(cfg, cfg.model.vqgan or cfg.model.init)
-    table = load_codes(cfg.model.codes) if cfg.model.codes else None
-    return CodeTargets(vq, table).to(device)
-
-
-class CodePredictionForward(nn.Module):
-    """The generator pass of stages II/III as one module (what DDP wraps).
-
-    ``decode``: DECODE_NONE (code prediction only), DECODE_DISCRETE (predicted codes, straight-through
-    to lq_feat, w = 0) or DECODE_CONTINUOUS (lq_feat decoded directly).
-    Returns (lq_feat, logits, hq_logits or None, image or None).
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, lq: torch.Tensor, quality: torch.Tensor, decode: int = DECODE_NONE,
-                w: float = 0.0, straight_through: bool = True):
-        m = self.model
-        lq_feat, skips = m.encode(lq)
-        lq_feat = m.condition(lq_feat, quality)
-        logits, hq_logits = m.predict_logits(lq_feat)
-        image = None
-        if decode == DECODE_DISCRETE:
-            idx = logits.argmax(dim=-1)
-            hq_idx = hq_logits.argmax(dim=-1) if hq_logits is not None else None
-            quant = m.lookup(idx, hq_idx, straight_through_from=lq_feat if straight_through else None)
-            image = m.decode(quant, skips, w)
-        elif decode == DECODE_CONTINUOUS:
-            image = m.decode(lq_feat, skips, w)
-        return lq_feat, logits, hq_logits, image
-
-
-def quality_loss(scorer: nn.Module, image: torch.Tensor,
-                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(relu(1 - mean normalised score), mean normalised score) of images in [-1, 1].
-
-    Scores are mapped to [0, 1] with the scorer's ``range`` and flipped for lower-is-better
-    metrics; the hinge (IQPIR's 0.2 * ReLU(1 - q) form) stops pushing once the batch reaches the
-    scorer's "clean" level, which leaves less room to over-optimise the metric. ``mask`` (B, bool)
-    restricts the loss to some samples; with none selected the loss is 0.
-    """
-    if mask is not None:
-        if not bool(mask.any()):
-            return image.sum() * 0.0, image.new_tensor(float("nan"))
-        image = image[mask]
-    x = ((image.float() + 1) / 2).clamp(0, 1)
-    raw = scorer.score(x) if hasattr(scorer, "score") else scorer(x).reshape(-1)
-    lo, hi = getattr(scorer, "range", (0.0, 1.0))
-    q = (raw.float() - lo) / (hi - lo)
-    if not getattr(scorer, "higher_better", True):
-        q = 1 - q
-    return torch.relu(1 - q.mean()), q.mean().detach()
-
-
-def code_losses(lq_feat, logits, hq_logits, idx, hq_idx, target, *, feat_w: float, ce_w: float,
-                add) -> torch.Tensor:
-    """feat_w * MSE(lq_feat, target) + ce_w * (CE(common) + CE(HQ+)); logs through ``add``."""
-    feat = F.mse_loss(lq_feat.float(), target.float())
-    ce = per_sample_cross_entropy(logits, idx)
-    total = feat_w * feat + ce_w * ce
-    add("feat", feat)
-    add("ce", ce)
-    add("acc", (logits.argmax(-1) == idx).float().mean())
-    if hq_logits is not None and hq_idx is not None:
-        ce_hq = per_sample_cross_entropy(hq_logits, hq_idx)
-        total = total + ce_w * ce_hq
-        add("ce_hq", ce_hq)
-        add("acc_hq", (hq_logits.argmax(-1) == hq_idx).float().mean())
-    return total
 
 
 @torch.no_grad()

@@ -19,30 +19,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from iqpfr.train.discriminator import VQGANDiscriminator
-from iqpfr.train.losses import hinge_g_loss
+from iqpfr.train.base import Stage
+from iqpfr.train.discriminator import DiscriminatorPair, VQGANDiscriminator, discriminator_backward
+from iqpfr.train.losses import hinge_g_loss, quality_loss
+from iqpfr.train.networks import init_complete_model, set_requires_grad
 from iqpfr.train.perceptual import build_perceptual
-from iqpfr.train.stage1 import (
-    DiscriminatorPair,
-    build_model_preset,
-    discriminator_backward,
-    set_requires_grad,
-)
-from iqpfr.train.stages import Stage, load_matching, read_weights
-
-NEW_PREFIXES = ("quality_adapter.",)  # the only tensors model.init may lack: the zero-initialised plug-in
-
-
-def init_complete_model(cfg) -> nn.Module:
-    """The preset network with every tensor from ``cfg.model.init`` except a new quality adapter;
-    raises ValueError naming the file if a tensor does not fit or is missing."""
-    model = build_model_preset(cfg)
-    untouched = load_matching(model, read_weights(cfg.model.init), what=str(cfg.model.init), require_prefixes=("",))
-    missing = [k for k in untouched if not k.startswith(NEW_PREFIXES)]
-    if missing:
-        raise ValueError(f"{cfg.model.init}: {len(missing)} tensors of {cfg.model.name} are not in the file "
-                         f"(e.g. {missing[:3]}); stage2.targets=image fine-tunes a complete network")
-    return model
 
 
 class _ImageForward(nn.Module):
@@ -87,8 +68,6 @@ class ImageTargetStage(Stage):
         self.scorer = self.frozen_scorer(s2.quality_scorer, scorer) if s2.quality_weight > 0 else None
 
     def train_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
-        from iqpfr.train.stage2 import quality_loss
-
         s2, ctx = self.cfg.stage2, self.ctx
         im = s2.image
         n = len(micro_batches)

@@ -19,19 +19,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from iqpfr.train.discriminator import VQGANDiscriminator
-from iqpfr.train.losses import adaptive_gan_weight, hinge_g_loss
-from iqpfr.train.perceptual import build_perceptual
-from iqpfr.train.stage1 import DiscriminatorPair, discriminator_backward, set_requires_grad
-from iqpfr.train.stage2 import (
+from iqpfr.train.base import Stage
+from iqpfr.train.discriminator import DiscriminatorPair, VQGANDiscriminator, discriminator_backward
+from iqpfr.train.losses import adaptive_gan_weight, code_losses, hinge_g_loss
+from iqpfr.train.networks import (
     DECODE_DISCRETE,
     DECODE_NONE,
     CodePredictionForward,
-    build_targets,
-    code_losses,
     init_restoration_model,
+    read_weights,
+    set_requires_grad,
 )
-from iqpfr.train.stages import Stage, read_weights
+from iqpfr.train.perceptual import build_perceptual
+from iqpfr.train.targets import build_targets
 
 FROZEN_PREFIXES = ("quantize.", "generator.")
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from iqpfr.train.networks import build_autoencoder, load_matching, read_weights
+
 
 class CodeTargets(nn.Module):
     """``forward(batch) -> (indices (B, h*w), hq_indices (B, h*w) or None, target feature (B, C, h, w))``.
@@ -126,12 +128,18 @@ def load_codes(path: str | Path) -> dict:
 
 def build_target_vq(cfg, weights: str | Path) -> nn.Module:
     """A frozen stage-I VQGAN of the configured preset with ``weights`` (stage-I export or checkpoint)."""
-    from iqpfr.train.stage1 import build_autoencoder
-    from iqpfr.train.stages import load_matching, read_weights
-
     vq = build_autoencoder(cfg)
     untouched = load_matching(vq, read_weights(weights), what=str(weights),
                               require_prefixes=("encoder.", "quantize.", "generator."))
     if untouched:
         raise ValueError(f"{weights}: no VQGAN weights for {len(untouched)} tensors, e.g. {untouched[:3]}")
     return vq
+
+
+def build_targets(cfg, device: torch.device) -> CodeTargets:
+    """Targets from the stage-I VQGAN (``model.vqgan``, else ``model.init``): on the fly, or read
+    from ``model.codes`` when given (the VQGAN then only supplies the codebooks)."""
+    vq = build_target_vq(cfg, cfg.model.vqgan or cfg.model.init)
+    table = load_codes(cfg.model.codes) if cfg.model.codes else None
+    return CodeTargets(vq, table).to(device)
+

@@ -1,5 +1,8 @@
 """Self-describing checkpoints: ``save_model`` / ``load_model`` and official ``.pth`` loading.
 
+Every file and weight-zoo read or write of a model goes through here (``iqpfr.models`` only builds
+networks). ``create_model(name, weights=...)`` is the preset factory plus a strict weight load.
+
 A saved ``.safetensors`` file carries its model config as JSON in the metadata entry ``config``
 (the same entry ``iqpfr weights convert`` writes)::
 
@@ -22,8 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from iqpfr.models import factory
 from iqpfr.models.adapters import adapter_config
-from iqpfr.models.factory import PRESETS, build_model, class_path, create_model
+from iqpfr.models.factory import PRESETS, build_model, class_path
 
 FORMAT = "iqpfr-safetensors-v1"
 METADATA_KEY = "config"
@@ -185,11 +189,23 @@ def resolve_weight_file(path_or_name: str | os.PathLike) -> Path:
         return path / "model.safetensors"
     if path.is_file():
         return path
-    try:
-        from iqpfr.weights.cache import resolve_weights
-    except ImportError as exc:  # the weight zoo is optional for this module
-        raise FileNotFoundError(f"{path}: no such weight file") from exc
+    from iqpfr.weights.cache import resolve_weights
+
     return Path(resolve_weights(os.fspath(path_or_name)))
+
+
+def create_model(name: str, *, weights: str | os.PathLike | None = None, **overrides: Any) -> nn.Module:
+    """Build the preset ``name`` (see ``iqpfr.list_models()``) with constructor kwargs overridden.
+
+    ``weights``: an optional ``.safetensors`` / official ``.pth`` file, model folder or weight-zoo
+    name whose state dict is loaded with ``strict=True``. Without it the model is randomly
+    initialised (``iqpfr.models.factory.create_model``). Returns the model in train mode on CPU,
+    like any freshly built ``nn.Module``.
+    """
+    model = factory.create_model(name, **overrides)
+    if weights is not None:
+        model.load_state_dict(load_state_dict_file(resolve_weight_file(weights)), strict=True)
+    return model
 
 
 def load_model(

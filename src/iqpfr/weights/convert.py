@@ -1,6 +1,6 @@
 """Convert official ``.pth`` checkpoints (CodeFormer, GFPGAN, IQPIR) to ``.safetensors`` + ``config.json``.
 
-Reading goes through ``iqpfr.models.checkpoint.load_state_dict_file`` (safetensors, or
+Reading goes through ``iqpfr.weights.checkpoint.load_state_dict_file`` (safetensors, or
 ``torch.load(weights_only=True, map_location="cpu")`` taking ``params_ema`` before ``params``).
 The output carries its config twice: in the safetensors metadata (key ``config``, the format
 ``iqpfr.load_model`` reads) so the file alone is self-describing, and in ``config.json``.
@@ -25,8 +25,8 @@ def match_preset(state: dict[str, Any]) -> str | None:
     """
     import torch
 
-    from iqpfr.models.checkpoint import infer_architecture
     from iqpfr.models.factory import PRESETS, create_model
+    from iqpfr.weights.checkpoint import infer_architecture
 
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     try:
@@ -63,9 +63,9 @@ def convert_checkpoint(
     from safetensors.torch import save_file
 
     from iqpfr import __version__
-    from iqpfr.models.checkpoint import FORMAT, METADATA_KEY, infer_architecture, load_state_dict_file
     from iqpfr.utils.fs import atomic_write_text, atomic_write_with
     from iqpfr.weights.cache import sha256_file
+    from iqpfr.weights.checkpoint import FORMAT, METADATA_KEY, infer_architecture, load_state_dict_file
     from iqpfr.weights.zoo import entry_for_filename
 
     src = Path(src)

@@ -114,7 +114,7 @@ def ensure_converted(name: str, target: Path, *, models_dir: str | os.PathLike |
     The cache file records the sha256 of the ncnn ``.bin`` it came from; a file from other sources
     is converted again (atomically, so a concurrent reader never sees half a file).
     """
-    from iqpfr.models.checkpoint import read_model_config, save_model
+    from iqpfr.weights.checkpoint import read_model_config, save_model
 
     release = NCNN_RELEASES[name]
     if target.is_file():
@@ -164,8 +164,8 @@ def sr_architecture_of(state: dict) -> str:
 
 def load_sr_model(path_or_name: str | os.PathLike, *, offline: bool = False):
     """A super-resolution network from a zoo name, an iqpfr ``.safetensors`` or an official ``.pth``; eval mode."""
-    from iqpfr.models.checkpoint import load_model, load_state_dict_file, read_model_config
     from iqpfr.models.rrdbnet import RRDBNet, SRVGGNetCompact, create_sr_model
+    from iqpfr.weights.checkpoint import load_model, load_state_dict_file, read_model_config
 
     path = resolve_sr_weights(path_or_name, offline=offline)
     if path.suffix == ".safetensors" and read_model_config(path).get("class"):

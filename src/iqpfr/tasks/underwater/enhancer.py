@@ -46,7 +46,7 @@ class UnderwaterEnhancer:
                         **kwargs: Any) -> UnderwaterEnhancer:
         """Load a self-describing ``.safetensors`` (default: the shipped one); ValueError/FileNotFoundError
         name the file when it cannot be used."""
-        from iqpfr.models.checkpoint import load_model, read_model_config
+        from iqpfr.weights.checkpoint import load_model, read_model_config
 
         path = Path(weights) if weights is not None else default_weights()
         if not path.is_file():

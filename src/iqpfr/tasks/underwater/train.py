@@ -154,9 +154,9 @@ def _checkpoint_path(run_dir: Path) -> Path:
 
 def train(cfg: UnderwaterTrainConfig, *, resume: bool = True, log=print) -> Path:
     """Run (or continue) training; returns the path of the exported ``model.safetensors``."""
-    from iqpfr.models.checkpoint import save_model
     from iqpfr.train.checkpoint import load_checkpoint, save_checkpoint
     from iqpfr.train.perceptual import ms_ssim
+    from iqpfr.weights.checkpoint import save_model
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

@@ -138,3 +138,32 @@ def test_models_factory_is_networks_only_and_public_create_model_loads_weights(t
     assert _same_state(create_model("codeformer-tiny", weights=path), source)
     assert not _same_state(factory.create_model("codeformer-tiny"), source)
 
+
+def test_export_weights_fp16_loads_by_path_and_reports(tmp_path, capsys):
+    from iqpfr.cli import main
+    from iqpfr.weights.cache import sha256_file
+
+    model = _randomise(create_model("iqpfr-tiny", quality_mode="continuous"), seed=1).eval()
+    run = save_model(model, tmp_path / "model_ema.safetensors")
+    out = tmp_path / "release.safetensors"
+    assert main(["export", "weights", str(run), "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sha256"] == sha256_file(out) and report["bytes"] == out.stat().st_size
+    with safe_open(str(out), framework="pt") as fh:
+        dtypes = {fh.get_tensor(k).dtype for k in fh.keys() if fh.get_tensor(k).is_floating_point()}
+    assert dtypes == {torch.float16}
+    assert out.stat().st_size < 0.6 * run.stat().st_size
+    loaded = load_model(out)  # by path alone, same class, preset and settings
+    assert loaded.preset == "iqpfr-tiny" and loaded.config == model.config
+    for k, v in model.state_dict().items():
+        want = v.half().to(v.dtype) if v.is_floating_point() else v
+        assert torch.equal(loaded.state_dict()[k], want), k
+    # the reported difference is the real one, and it is small but not zero for random weights
+    x = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1,
+                                        size=(64, 64), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        diff = float((model(x, w=torch.full((1,), 0.5)).image - loaded(x, w=torch.full((1,), 0.5)).image).abs().max())
+    assert report["max_abs_diff"] == pytest.approx(diff) and 0 < diff < 0.05
+    # never replaced silently; one line naming the file
+    assert main(["export", "weights", str(run), "-o", str(out)]) != 0
+    assert "exists" in capsys.readouterr().err

@@ -134,7 +134,7 @@ def mean(rows: list[dict], key: str) -> float:
 def contact_sheet(groups: list[tuple[str, list[tuple[np.ndarray, np.ndarray]]]], path: Path, thumb: int = 128,
                   per_row: int = 6) -> Path:
     """Input | output pairs, ``per_row`` pairs a row, one titled block per group (finalize.py's grid); PNG."""
-    from finalize import grid, header
+    from contact_sheet import grid, header
 
     from iqpfr.io import write_rgb
 

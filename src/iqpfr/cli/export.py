@@ -1,4 +1,5 @@
-"""``iqpfr export onnx MODEL -o model.onnx``: ONNX export with an onnxruntime check."""
+"""``iqpfr export onnx MODEL -o model.onnx``: ONNX export with an onnxruntime check;
+``iqpfr export weights MODEL -o model.safetensors``: one self-describing fp16 weight file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export a network (ONNX)",
+        help="export a network (ONNX, or one fp16 weight file)",
         description="Export a restoration network for deployment.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -61,6 +62,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run_onnx)
+
+    p = formats.add_parser(
+        "weights",
+        help="one self-describing .safetensors (fp16 by default) of a trained model",
+        description="Write MODEL (a run's model_ema.safetensors, any checkpoint load_model reads, or a "
+        "weight-zoo name) as one self-describing .safetensors in fp16 / bf16 / fp32, read it back and "
+        "report its size, sha256 and the largest output difference to MODEL.",
+        epilog="examples:\n"
+        "  iqpfr export weights runs/stage3/model_ema.safetensors -o my_model.safetensors\n"
+        "  iqpfr export weights runs/plug/model_ema.safetensors -o plug_fp32.safetensors --dtype fp32",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="checkpoint file / model folder / weight-zoo name")
+    p.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16",
+                   help="floating-point type of the stored tensors (default: fp16)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run_weights)
 
 
 def _load(args: argparse.Namespace):
@@ -134,3 +154,27 @@ def run_onnx(args: argparse.Namespace) -> int:
                 f"{list(report.checked_batches)} (tolerance {report.tolerance:g}): {verdict}"
             )
     return 0 if report.passed in (None, True) else 1
+
+
+def run_weights(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from iqpfr.cli import CLIError
+    from iqpfr.weights.release import export_weights
+
+    if Path(args.output).suffix != ".safetensors":
+        raise CLIError(f"{args.output}: the output must be a .safetensors file")
+    try:
+        report = export_weights(args.model, args.output, dtype=args.dtype, overwrite=args.overwrite)
+    except FileExistsError as exc:
+        raise CLIError(str(exc)) from None
+    except FileNotFoundError as exc:
+        raise CLIError(f"{args.model}: no such checkpoint ({exc})") from None
+    except Exception as exc:  # corrupt / mismatched file: one line, naming it
+        raise CLIError(f"{Path(args.model).name}: could not export ({type(exc).__name__}: {exc})") from None
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        diff = "" if report.max_abs_diff is None else f"; {args.dtype} vs source max |diff| {report.max_abs_diff:.4f}"
+        print(f"wrote {report.path}: {report.bytes:,} bytes, sha256 {report.sha256}{diff}")
+    return 0

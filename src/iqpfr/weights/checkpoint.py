@@ -88,12 +88,14 @@ def pop_config_tensor(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
 
 def save_model(
     model: nn.Module, path: str | os.PathLike, *, config_json: bool = False, overwrite: bool = True,
-    extra_config: dict[str, Any] | None = None,
+    extra_config: dict[str, Any] | None = None, dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``model``'s state dict as safetensors with its config in the metadata; atomic.
 
     ``config_json=True`` also writes the config to ``<path stem>.json`` beside it; ``extra_config``
-    adds JSON-able entries (e.g. where the weights came from) to the recorded config. Returns ``path``.
+    adds JSON-able entries (e.g. where the weights came from) to the recorded config; ``dtype``
+    (e.g. ``torch.float16``) stores the floating-point tensors in that type (``load_model`` builds
+    the network in fp32 and casts them back). Returns ``path``.
     """
     from safetensors.torch import save_file
 
@@ -104,7 +106,8 @@ def save_model(
         raise ValueError(f"{path}: save_model writes .safetensors files")
     config = {**model_config(model), **(extra_config or {})}
     # safetensors refuses tensors that share memory and wants contiguous CPU tensors
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype if dtype is not None and v.is_floating_point() else v.dtype)
+               .contiguous().clone() for k, v in model.state_dict().items()}
     if wants_config_tensor(config):
         tensors[CONFIG_TENSOR_KEY] = config_tensor(model_config(model))
     metadata = {METADATA_KEY: json.dumps(config, sort_keys=True), "format": "pt"}

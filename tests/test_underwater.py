@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import shared_path
 from iqpfr.quality import create_scorer, list_scorers
 
 
@@ -161,15 +162,78 @@ def test_quality_levels_are_monotone():
     assert values == sorted(values)
 
 
-def _model(seed: int = 0):
+def test_calibration_levels_raise_uiqm_and_uciqe_on_references():
+    """On LSUI training references (at the calibration's half size) the levels raise UCIQE on every
+    image and UIQM, UICM and UISM on their mean; UIConM is not asserted (it falls as contrast
+    rises, the reason the model card gives), and the calibration built from them increases."""
+    import torch.nn.functional as F
+
+    from iqpfr.quality.uiqm import uiqm_components
+    from iqpfr.tasks.underwater.targets import LEVELS, adjust_quality, calibrate
+    from iqpfr.tasks.underwater.train import load_pair, pair_numbers, to_tensor
+
+    root = shared_path("data", "lsui_test108")
+    refs = [F.interpolate(to_tensor(load_pair(root, n)[1]), scale_factor=0.5, mode="area")
+            for n in pair_numbers(root, heldout=False)[:4]]
+    uciqe = create_scorer("uciqe")
+    parts = {k: [] for k in ("uicm", "uism", "uiqm")}
+    with torch.no_grad():
+        for ref in refs:
+            levels = torch.cat([torch.round(adjust_quality(ref, s) * 255.0) / 255.0 for s in LEVELS])
+            assert np.all(np.diff(uciqe(levels).numpy()) > 0)
+            values = uiqm_components(levels)
+            for k in parts:
+                parts[k].append(values[k].numpy())
+    for k, v in parts.items():
+        assert np.all(np.diff(np.mean(v, axis=0)) > 0), k
+    calibration = calibrate(refs[:2], levels=(-1.0, 0.0, 1.0))
+    assert calibration.q == sorted(calibration.q) and calibration.default_q == calibration.q[1]
+
+
+def _model(seed: int = 0, tone: bool = True):
     from iqpfr.tasks.underwater.model import UnderwaterEnhanceNet
 
     torch.manual_seed(seed)
-    model = UnderwaterEnhanceNet(width=8, emb_dim=8, codebook_size=16, thumb=32, global_dim=16)
+    model = UnderwaterEnhanceNet(width=8, emb_dim=8, codebook_size=16, thumb=32, global_dim=16, tone=tone)
     with torch.no_grad():  # random, non-zero output and skip layers (a fresh net starts at identity)
-        for layer in (model.dec_out, model.fuse0, model.fuse1, model.colour_out, model.film_out):
-            layer.weight.normal_(0, 0.05)
+        for layer in (model.dec_out, model.fuse0, model.fuse1, model.colour_out, model.film_out, model.tone_out):
+            if layer is not None:
+                layer.weight.normal_(0, 0.05)
     return model.eval()
+
+
+def test_tone_head_identity_start_and_its_two_axes(tmp_path):
+    from iqpfr.tasks.underwater.model import UnderwaterEnhanceNet, apply_tone
+    from iqpfr.tasks.underwater.train import _init_from
+    from iqpfr.weights.checkpoint import save_model
+
+    x = torch.rand(2, 3, 20, 24) * 1.2 - 0.1  # unclamped, as the decoder's output
+    assert torch.equal(apply_tone(x, torch.zeros(2, 2)), x)
+    img = _tensor(_image(40, 48)).float()
+    blur = torch.nn.functional.avg_pool2d(img, 5, 1, 2, count_include_pad=False)
+    sharp = apply_tone(img, torch.tensor([[0.8, 0.0]]))
+    assert float((sharp - blur).abs().mean()) > 1.3 * float((img - blur).abs().mean())
+    chroma = create_scorer("uciqe")
+    assert float(chroma(apply_tone(img, torch.tensor([[0.0, 0.5]])))) > float(chroma(img))
+    assert float(chroma(apply_tone(img, torch.tensor([[0.0, -0.5]])))) < float(chroma(img))
+
+    # a model file without the head fine-tunes into one with it: same output while the head is zero
+    old = _model(tone=False)
+    path = save_model(old, tmp_path / "old.safetensors")
+    new = UnderwaterEnhanceNet(**{**old.config, "tone": True})
+    logs = []
+    _init_from(new, str(path), logs.append)
+    assert "tone_out.weight" in logs[0] and torch.count_nonzero(new.tone_out.weight) == 0
+    frame = torch.rand(1, 3, 32, 36)
+    assert torch.allclose(new.eval()(frame, 0.4), old(frame, 0.4), atol=1e-6)
+    with torch.no_grad():
+        new.tone_out.bias.copy_(torch.tensor([0.5, 0.3]))
+    assert not torch.allclose(new(frame, 0.4), old(frame, 0.4))
+    # a file that does not fit (another width) is refused, naming it
+    other = save_model(UnderwaterEnhanceNet(width=4, emb_dim=8, codebook_size=16, thumb=32, global_dim=16),
+                       path.with_name("other.safetensors"))
+    with pytest.raises(ValueError, match="other.safetensors"):
+        _init_from(UnderwaterEnhanceNet(**{**old.config, "tone": True}), str(other), logs.append)
 
 
 def test_model_shapes_quality_and_tiling_without_seams():

@@ -15,7 +15,8 @@ training = the rest (85). Two phases in one run (``UnderwaterTrainConfig``):
 Augmentation: random scale 0.5-1, 128 px crops, horizontal / vertical flips (same for the pair),
 and a random per-channel gain and gamma on the INPUT only (new colour casts, for other datasets).
 The data order is a function of (seed, step); a checkpoint every ``save_every`` steps holds the
-model, optimiser, step and calibration, so ``--resume`` continues exactly.
+model, optimiser, step and calibration, so ``--resume`` continues exactly. ``init_weights`` with
+``stage1_steps: 0`` fine-tunes phase II from an exported model (configs/underwater/lsui_tone.yaml).
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ class UnderwaterTrainConfig:
     save_every: int = 200
     log_every: int = 25
     threads: int = 1
-    model: dict = field(default_factory=lambda: dict(width=16, emb_dim=32, codebook_size=256))
+    model: dict = field(default_factory=lambda: dict(width=16, emb_dim=32, codebook_size=256, tone=True))
+    # start from these weights (a model .safetensors); with stage1_steps 0 the run is a phase-II
+    # fine-tune: parameters the file lacks (a head added since) keep their zero initialisation
+    init_weights: str = ""
 
 
 def load_config(path: str | None, overrides: list[str] | None = None) -> UnderwaterTrainConfig:
@@ -175,6 +179,8 @@ def train(cfg: UnderwaterTrainConfig, *, resume: bool = True, log=print) -> Path
         step, opt_state = int(state["step"]), state["optimizer"]
         calibration = QualityCalibration.from_dict(json.loads(state["calibration"])) if state["calibration"] else None
         log(f"resumed at step {step}")
+    elif cfg.init_weights:
+        _init_from(model, cfg.init_weights, log)
     if calibration is None:
         t0 = time.time()
         refs = [F.interpolate(ref, scale_factor=0.5, mode="area") for _, ref in pairs]
@@ -260,6 +266,21 @@ def train(cfg: UnderwaterTrainConfig, *, resume: bool = True, log=print) -> Path
     log(f"wrote {out_path}")
     return out_path
 
+
+def _init_from(model: UnderwaterEnhanceNet, path: str, log) -> None:
+    """Load the tensors of ``path`` into ``model``; only parameters of heads the file predates
+    (the tone head) may be missing, nothing may be left over or differ in shape."""
+    from iqpfr.weights.checkpoint import load_state_dict_file
+
+    state = load_state_dict_file(path)
+    own = model.state_dict()
+    bad = sorted(k for k, v in state.items() if k not in own or own[k].shape != v.shape)
+    missing = sorted(k for k in own if k not in state)
+    if bad or any(not k.startswith("tone_out.") for k in missing):
+        raise ValueError(f"{path}: does not fit the configured model (extra or reshaped: {bad[:4]}, "
+                         f"missing: {missing[:4]})")
+    model.load_state_dict(state, strict=False)
+    log(f"initialised from {path}" + (f" (new: {', '.join(missing)})" if missing else ""))
 
 
 @torch.no_grad()

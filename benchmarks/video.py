@@ -9,7 +9,8 @@ the input flickers like a real sensor. The default model (the embedded iqpfr-128
 1. integrity: a ``--seconds``-s 25 fps clip (tracking on): frame count, every frame's pts, audio
    packets byte-identical to the input's.
 2. memory: peak RSS of a fresh process restoring a 10-s and a 60-s clip (``--rss-fps`` frames/s,
-   720p, tracking on); the difference is the number to watch.
+   720p, tracking on), and its RSS sampled while the frames flow (first vs last quarter of the
+   frames); the differences are the numbers to watch. ``--only-rss`` re-measures just this part.
 3. flicker: per track, the mean absolute frame-to-frame change (0..255) of the face crop aligned by
    the track's own (tracking-on) affine, in the input, the tracking-on output and the tracking-off
    output, over the first ``--compare-frames`` frames.
@@ -63,19 +64,59 @@ def stream_facts(path: Path) -> dict:
     return {"audio": audio, "pts": pts}
 
 
+def _rss_mb() -> float:
+    """The resident set size now (MB), from /proc (Linux); ru_maxrss elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def child(args) -> None:
-    """Restore one clip in this fresh process and print its peak RSS (MB) as JSON."""
+    """Restore one clip in this fresh process and print its memory (MB) as JSON: the peak RSS of the
+    process (ru_maxrss, loading included), the peak once the restorer is loaded, and the RSS sampled
+    every 0.2 s while frames flow: its maximum over the first and over the last quarter of the frames
+    (equal when memory does not grow with the length)."""
+    import threading
+
     import torch
 
     torch.set_num_threads(args.threads)
     from iqpfr import FaceRestorer
 
     restorer = FaceRestorer.from_pretrained(device="cpu")
+    loaded_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    import av
+
+    with av.open(args.child[0]) as container:
+        total = container.streams.video[0].frames
+    written = [0]
+    samples: list[tuple[int, float]] = []
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.2):
+            samples.append((written[0], _rss_mb()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     start = time.perf_counter()
-    result = restorer.restore_video(args.child[0], args.child[1])
+    result = restorer.restore_video(args.child[0], args.child[1],
+                                    on_frame=lambda i, f, r: written.__setitem__(0, i + 1))
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"peak_rss_mb": round(peak, 1), "frames": result.frames,
-                      "seconds": round(time.perf_counter() - start, 2), "fps": round(result.fps, 3)}))
+    quarter = max(1, total // 4)
+    first = [mb for n, mb in samples if n <= quarter]
+    last = [mb for n, mb in samples if n > total - quarter]
+    print(json.dumps({"peak_rss_mb": round(peak, 1), "loaded_peak_rss_mb": round(loaded_peak, 1),
+                      "running_max_first_quarter_mb": round(max(first), 1) if first else None,
+                      "running_max_last_quarter_mb": round(max(last), 1) if last else None,
+                      "running_max_mb": round(max(mb for _, mb in samples), 1) if samples else None,
+                      "samples": len(samples), "frames": result.frames,
+                      "run_seconds": round(seconds, 2), "fps": round(result.fps, 3)}))
 
 
 def crops_at(path: Path, affines: dict[int, dict[int, np.ndarray]], size: int, limit: int) -> dict:
@@ -103,6 +144,27 @@ def flicker(crops: dict[int, dict[int, np.ndarray]]) -> float:
     return float(np.mean(changes)) if changes else float("nan")
 
 
+def measure_rss(args, photo: np.ndarray, work: Path) -> dict:
+    """Memory of a fresh process per clip length (``child``); the differences between the lengths."""
+    rss: dict = {}
+    for seconds in args.rss_seconds:
+        path = work / f"rss_{seconds:g}.mp4"
+        facts = make_clip(path, photo, seconds, args.rss_fps)
+        command = [sys.executable, __file__, "--threads", str(args.threads), "--child", str(path),
+                   str(work / f"rss_{seconds:g}_out.mp4")]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, env=dict(os.environ))
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
+        rss[f"{seconds:g}s"] = {**facts, **measured}
+        print(f"{seconds:g}-s clip ({facts['frames']} frames): " + ", ".join(
+            f"{k} {v}" for k, v in measured.items() if k.endswith("_mb")), flush=True)
+    a, b = (rss[f"{s:g}s"] for s in args.rss_seconds)
+    rss["difference_mb"] = round(b["peak_rss_mb"] - a["peak_rss_mb"], 1)
+    rss["running_max_difference_mb"] = round(b["running_max_mb"] - a["running_max_mb"], 1)
+    print(f"peak RSS difference: {rss['difference_mb']} MB; while running: {rss['running_max_difference_mb']} MB",
+          flush=True)
+    return rss
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -112,6 +174,8 @@ def main() -> None:
     parser.add_argument("--rss-seconds", type=float, nargs=2, default=(10.0, 60.0))
     parser.add_argument("--rss-fps", type=int, default=12)
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--only-rss", action="store_true",
+                        help="measure memory only and replace the 'rss' entry of an existing --out file")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -125,6 +189,12 @@ def main() -> None:
     from iqpfr.video import VideoOptions
 
     photo = load_photo(args.photo)
+    if args.only_rss:
+        report = json.loads(Path(args.out).read_text())
+        report["rss"] = measure_rss(args, photo, Path(tempfile.mkdtemp(prefix="iqpfr_video_bench_")))
+        Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n")
+        print(f"wrote {args.out}")
+        return
     report: dict = {"threads": args.threads, "size": list(SIZE), "photo": args.photo or "astronaut_degraded.jpg",
                     "model": "embedded default", "torch": torch.__version__}
     work = Path(tempfile.mkdtemp(prefix="iqpfr_video_bench_"))
@@ -180,19 +250,7 @@ def main() -> None:
 
     # 2: memory, each length in a fresh process
     if not args.skip_rss:
-        report["rss"] = {}
-        for seconds in args.rss_seconds:
-            path = work / f"rss_{seconds:g}.mp4"
-            facts = make_clip(path, photo, seconds, args.rss_fps)
-            command = [sys.executable, __file__, "--threads", str(args.threads), "--child", str(path),
-                       str(work / f"rss_{seconds:g}_out.mp4")]
-            done = subprocess.run(command, capture_output=True, text=True, check=True, env=dict(os.environ))
-            measured = json.loads(done.stdout.strip().splitlines()[-1])
-            report["rss"][f"{seconds:g}s"] = {**facts, **measured}
-            print(f"peak RSS {seconds:g}-s clip ({facts['frames']} frames): {measured['peak_rss_mb']} MB", flush=True)
-        a, b = (report["rss"][f"{s:g}s"]["peak_rss_mb"] for s in args.rss_seconds)
-        report["rss"]["difference_mb"] = round(b - a, 1)
-        print(f"peak RSS difference: {b - a:.1f} MB", flush=True)
+        report["rss"] = measure_rss(args, photo, work)
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1, default=str) + "\n")

@@ -72,17 +72,31 @@ def filter2d(x: torch.Tensor, window: torch.Tensor, padding: str = "replicate") 
     raise ValueError(f"unknown padding {padding!r}")
 
 
+def flat_neighbourhoods(x: torch.Tensor, size: int, padding: str = "replicate") -> torch.Tensor:
+    """(B, 1, H, W) bool: pixels whose ``size x size`` window (padded as ``filter2d`` pads) is constant."""
+    p = size // 2
+    xp = F.pad(x, (p, p, p, p), mode="replicate") if padding == "replicate" else F.pad(x, (p, p, p, p))
+    return F.max_pool2d(xp, size, stride=1) == -F.max_pool2d(-xp, size, stride=1)
+
+
 def mscn(gray: torch.Tensor, padding: str = "replicate") -> tuple[torch.Tensor, torch.Tensor]:
     """Mean-subtracted contrast-normalised coefficients of (B, 1, H, W) 0..255 images.
 
-    Returns (mscn, sigma), both (B, 1, H, W).
+    Where the whole 7x7 window is constant the coefficient is exactly 0, as in MATLAB's
+    ``imfilter`` (whose local mean of a constant window is that constant). A convolution returns
+    the constant only to within rounding (+-1e-14), and those residues have a sign: the AGGD fits
+    count them as negative / positive samples. On images with large flat 8-bit areas (30% of the
+    pixels of the calibration image I19) that moved NIQE by +4.1%. The value is replaced, the
+    gradient is kept. Returns (mscn, sigma), both (B, 1, H, W).
     """
     win = gaussian_window(like=gray)
     mu = filter2d(gray, win, padding)
     var = filter2d(gray * gray, win, padding) - mu * mu
     # clamp keeps the sqrt's gradient finite on perfectly flat regions
     sigma = torch.sqrt(var.abs().clamp_min(1e-10))
-    return (gray - mu) / (sigma + 1.0), sigma
+    m = (gray - mu) / (sigma + 1.0)
+    flat = flat_neighbourhoods(gray.detach(), win.shape[-1], padding)
+    return torch.where(flat, m - m.detach(), m), sigma
 
 
 def _cubic(x: torch.Tensor) -> torch.Tensor:

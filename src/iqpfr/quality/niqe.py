@@ -1,7 +1,8 @@
 """NIQE (Mittal, Soundararajan and Bovik, 2013) in batched, differentiable PyTorch.
 
 Follows the authors' MATLAB release (``computequality.m``): gray image (MATLAB ``rgb2gray``, rounded
-to 8 bits), cropped to whole 96x96 blocks (no border removal), 18 NSS features per block at two scales
+to 8 bits), cropped to whole 96x96 blocks (no border removal), MSCN exactly 0 on constant 7x7 windows
+(as MATLAB's ``imfilter`` gives it; see ``features.mscn``), 18 NSS features per block at two scales
 (the second after MATLAB ``imresize(I, 0.5)``, blocks of 48), MVG of the blocks compared with the
 pristine MVG: sqrt((mu_p - mu_d)^T pinv((C_p + C_d) / 2) (mu_p - mu_d)). Lower is better.
 

@@ -116,7 +116,7 @@ def child(args) -> None:
                       "running_max_last_quarter_mb": round(max(last), 1) if last else None,
                       "running_max_mb": round(max(mb for _, mb in samples), 1) if samples else None,
                       "samples": len(samples), "frames": result.frames,
-                      "run_seconds": round(seconds, 2), "fps": round(result.fps, 3)}))
+                      "run_seconds": round(seconds, 2), "restore_fps": round(result.fps, 3)}))
 
 
 def crops_at(path: Path, affines: dict[int, dict[int, np.ndarray]], size: int, limit: int) -> dict:

@@ -14,13 +14,18 @@ Two paths, both conditioned on the quality target q in [0, 1]:
   resolution with zero-initialised skip fusions from the encoder (CodeFormer's fidelity path) so
   detail passes through.
 
-* **tone head** (``tone=True``): two more per-image numbers from the global path, a detail gain d
-  and a saturation gain a, applied to the decoded image in the logit domain, the axes along which
-  the training targets move with q (:func:`apply_tone`: unsharp masking with a 5x5 box blur, then
-  saturation around the luma). Without it the decoder has to build the q-dependent detail out of
-  its 5x5 full-resolution receptive field and, trained for a CPU hour, did not: the output's UIQM
-  sharpness term stayed flat as q rose. Zero-initialised (d = a = 0 is the identity); a local
-  operation, so tiles need only 2 more pixels of context.
+* **tone head** (``tone=True``): three more per-image numbers from the global path, a detail gain
+  d, a luma-contrast gain c and a saturation gain a, applied to the decoded image in the logit
+  domain along the axes the training targets move with q (:func:`apply_tone`, the operator of
+  ``targets.adjust_quality``: unsharp masking with a 5x5 box blur, luma contrast around the mean
+  luma, chroma around the mean colour offset; the means come from the colour-corrected thumbnail,
+  so tiles share them). With the head the colour map is computed at the default q for every q:
+  the quality target moves detail, contrast and saturation, not the colour balance. Without the
+  head (files written before it) the decoder had to build the q-dependent detail out of its 5x5
+  full-resolution receptive field and, trained for a CPU hour, did not (the output's UIQM
+  sharpness term stayed flat as q rose), while the q-dependent colour map amplified the residual
+  cast (greener at high q, which lowers UIQM's contrast term). Zero-initialised (d = c = a = 0 is
+  the identity); a local operation, so tiles need only 2 more pixels of context.
 
 ``forward(x, quality)`` runs both on one tile/crop with the global vector of ``thumb_source``
 (the whole image; the crop itself when omitted). :func:`enhance_image` runs the local path tiled
@@ -63,18 +68,32 @@ TONE_EPS = 1.0 / 512.0  # the logit clamp of targets.adjust_quality
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def apply_tone(x: torch.Tensor, tone: torch.Tensor) -> torch.Tensor:
-    """Per-image detail and saturation gains in the logit domain: x (B, 3, H, W) (unclamped), tone
-    (B, 2) = (d, a) -> x plus the change that ``z + d (z - box5(z))`` then ``z + a (z - luma(z))``
-    makes to sigmoid(z), z = logit(x clamped to [eps, 1 - eps]); d = a = 0 returns x exactly (the
-    difference of two sigmoids of the same z)."""
-    z0 = torch.logit(x.clamp(TONE_EPS, 1.0 - TONE_EPS))
-    z = z0
-    d, a = tone[:, 0, None, None, None], tone[:, 1, None, None, None]
-    blur = F.avg_pool2d(F.pad(z, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
-    z = z + d * (z - blur)
+def logit_means(x: torch.Tensor) -> torch.Tensor:
+    """(B, 4) of images x (B, 3, H, W): the mean logit luma and the mean logit colour offset
+    (logit minus its luma, per channel), the pivots of :func:`apply_tone`."""
+    z = torch.logit(x.clamp(TONE_EPS, 1.0 - TONE_EPS))
     luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    z = z + a * (z - (z * luma).sum(1, keepdim=True))
+    lum = (z * luma).sum(1, keepdim=True)
+    return torch.cat([lum.mean(dim=(2, 3)), (z - lum).mean(dim=(2, 3))], dim=1)
+
+
+def apply_tone(x: torch.Tensor, tone: torch.Tensor, pivots: torch.Tensor) -> torch.Tensor:
+    """Per-image detail, contrast and saturation gains in the logit domain.
+
+    x (B, 3, H, W) (unclamped), tone (B, 3) = (d, c, a), pivots (B, 4) = (m, o_r, o_g, o_b) from
+    :func:`logit_means`. With z = logit(x clamped to [eps, 1 - eps]) and l its luma:
+    ``z += d (z - box5(z))``; ``z += c (l - m)``; ``z += a (z - l - o)`` (l recomputed), the steps
+    of ``targets.adjust_quality`` with gains 0.8 s, 0.35 s, 0.5 s. Returns x plus the change this
+    makes to sigmoid(z); d = c = a = 0 returns x exactly (a difference of two sigmoids of one z).
+    """
+    z0 = torch.logit(x.clamp(TONE_EPS, 1.0 - TONE_EPS))
+    d, c, a = (tone[:, i, None, None, None] for i in range(3))
+    m, offset = pivots[:, :1, None, None], pivots[:, 1:4, None, None]
+    luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    blur = F.avg_pool2d(F.pad(z0, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+    z = z0 + d * (z0 - blur)
+    z = z + c * ((z * luma).sum(1, keepdim=True) - m)
+    z = z + a * (z - (z * luma).sum(1, keepdim=True) - offset)
     return x + (torch.sigmoid(z) - torch.sigmoid(z0))
 
 
@@ -117,7 +136,7 @@ class UnderwaterEnhanceNet(nn.Module):
         self.global_head = nn.Sequential(nn.SiLU(), nn.Linear(global_dim, global_dim), nn.SiLU())
         self.colour_out = nn.Linear(global_dim, 12)
         self.film_out = nn.Linear(global_dim, 2 * sum(self.film_channels))
-        self.tone_out = nn.Linear(global_dim, 2) if tone else None
+        self.tone_out = nn.Linear(global_dim, 3) if tone else None
         for layer in (self.colour_out, self.film_out, self.tone_out):
             if layer is None:
                 continue
@@ -150,17 +169,19 @@ class UnderwaterEnhanceNet(nn.Module):
 
     def global_code(self, image: torch.Tensor, quality: torch.Tensor | float | None = None) -> dict[str, torch.Tensor]:
         """Per-image conditioning of whole images (B, 3, H, W): {'colour': (B, 12), 'film': (B, F)}
-        and, with the tone head, 'tone': (B, 2)."""
+        and, with the tone head, 'tone': (B, 3) and 'pivots': (B, 4)."""
         thumb = self.thumbnail(image)
         feat = self.global_net(thumb)
         stats = torch.cat([thumb.mean(dim=(2, 3)), thumb.std(dim=(2, 3))], dim=1)
-        g = self.global_proj(torch.cat([feat.mean(dim=(2, 3)), feat.std(dim=(2, 3)), stats], dim=1))
+        g0 = self.global_proj(torch.cat([feat.mean(dim=(2, 3)), feat.std(dim=(2, 3)), stats], dim=1))
         q = quality_tensor(quality, image.shape[0], self.default_quality, image.device)
-        g = self.global_head(g + self.quality_embed(q))
-        code = {"colour": self.colour_out(g), "film": self.film_out(g)}
-        if self.tone_out is not None:
-            code["tone"] = self.tone_out(g)
-        return code
+        g = self.global_head(g0 + self.quality_embed(q))
+        if self.tone_out is None:
+            return {"colour": self.colour_out(g), "film": self.film_out(g)}
+        q0 = quality_tensor(None, image.shape[0], self.default_quality, image.device)
+        colour = self.colour_out(self.global_head(g0 + self.quality_embed(q0)))
+        return {"colour": colour, "film": self.film_out(g), "tone": self.tone_out(g),
+                "pivots": logit_means(apply_colour(thumb, colour))}
 
     def _film(self, code: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         out, start = [], 0
@@ -218,7 +239,7 @@ class UnderwaterEnhanceNet(nn.Module):
         quant = Quantized(straight_through(zq, z), indices, commit, torch.zeros(()))
         out = self.decode(quant.quant, skips, base, code)
         if "tone" in code:
-            out = apply_tone(out, code["tone"])
+            out = apply_tone(out, code["tone"], code["pivots"])
         return out, quant
 
     def forward(self, x: torch.Tensor, quality: torch.Tensor | float | None = None,

@@ -1,10 +1,16 @@
 """Training targets at several quality levels, and the map from a level to the quality target q.
 
 ``adjust_quality(ref, s)`` moves a reference image along one quality axis, s in [-1, 1]: s = 0 is the
-reference itself; s > 0 raises contrast, saturation and local detail (unsharp masking), the three
+reference itself; s > 0 raises local detail (unsharp masking), luma contrast and saturation, the
 things UIQM (colourfulness, sharpness, contrast) and UCIQE (chroma spread, luminance contrast,
-saturation) measure; s < 0 lowers them. The operator works on whole images (its means are
-per-image), so targets are built before cropping.
+saturation) measure; s < 0 lowers them. Contrast acts on the luma only and saturation on the
+chroma around the image's mean colour, so the mean colour (a residual cast) is not amplified: an
+earlier version scaled the colour offsets with both, and a model trained on it turned greener at
+high q, which lowers UIQM's block contrast term. The operator works on whole images (its means
+are per-image), so targets are built before cropping. Measured on the training references
+(MODEL_CARD.md, "Underwater"): UICM, UISM, UCIQE and its three terms rise with s; UIConM falls (its
+logAMEE peaks at a block contrast of 1/e and most reference blocks are above it; no gain mix of
+detail, contrast, saturation, brightness or gamma tried raised it together with UCIQE).
 
 The quality target q of level s is the ensemble score S (method.md 4.2) of the adjusted training
 references, each of UIQM and UCIQE min-max normalised over all levels of all training references,
@@ -34,10 +40,11 @@ def adjust_quality(ref: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
     blur = F.avg_pool2d(F.pad(z, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
     z = blur + (1.0 + 0.8 * s) * (z - blur)
     luma = torch.tensor(_LUMA, dtype=ref.dtype, device=ref.device).view(1, 3, 1, 1)
-    mean = (z * luma).sum(1, keepdim=True).mean(dim=(2, 3), keepdim=True)
-    z = mean + (1.0 + 0.35 * s) * (z - mean)
     lum = (z * luma).sum(1, keepdim=True)
-    z = lum + (1.0 + 0.5 * s) * (z - lum)
+    z = z + 0.35 * s * (lum - lum.mean(dim=(2, 3), keepdim=True))  # luma contrast; colour offsets kept
+    lum = (z * luma).sum(1, keepdim=True)
+    offset = (z - lum).mean(dim=(2, 3), keepdim=True)  # the image's mean colour (its cast)
+    z = z + 0.5 * s * (z - lum - offset)  # chroma around the mean colour: the cast is not amplified
     out = torch.sigmoid(z)
     # s = 0 returns the reference exactly (the logit round trip would move 8-bit values)
     return torch.where(s == 0, ref, out)

@@ -82,13 +82,13 @@ def test_whole_photo_step_removes_the_cast_outside_the_face():
     photo = np.round(linear_to_srgb(srgb_to_linear(clean) @ CAST[:, :3].T + CAST[:, 3]) * 255).astype(np.uint8)
     crop = photo[32:64, 32:64].astype(np.float64) / 255
     restored = clean[32:64, 32:64]  # a "model" that removes the cast exactly
-    result = recolor_result(_result(photo, _record(crop, restored, 32)), photo, reg=1e-4)
+    result = recolor_result(_result(photo, _record(crop, restored, 32)), photo, reg=1e-4, transfer="lsq")
     out = result.image.astype(np.float64) / 255
     assert result.image.shape == photo.shape and result.image.dtype == np.uint8
     before = np.abs(photo[:20].astype(np.float64) / 255 - clean[:20]).mean()
     after = np.abs(out[:20] - clean[:20]).mean()  # the border, far from the pasted face
     assert after < 0.25 * before
-    none = recolor_result(_result(photo, _record(crop, restored, 32)), photo, whole_photo="none")
+    none = recolor_result(_result(photo, _record(crop, restored, 32)), photo, whole_photo="none", transfer="lsq")
     assert np.array_equal(none.image[:20], photo[:20])
     assert result.extra["matrix"].shape == (3, 4)
 
@@ -195,6 +195,116 @@ def test_shipped_colour_model_is_pinned_and_loads():
 
     from iqpfr.tasks.color.enhancer import ColorEnhancer
 
-    enhancer = ColorEnhancer.from_pretrained(device="cpu")
+    enhancer = ColorEnhancer.from_pretrained("iqpfr-128-color", device="cpu")
     out = enhancer.restorer.restore_aligned(torch.full((1, 3, 128, 128), 0.5), fidelity=0.0, quality=0.95)
     assert out.shape == (1, 3, 128, 128) and torch.isfinite(out).all()
+
+
+# ------------------------------------------------------------------ moment-matching transfer (the default)
+
+
+def _face() -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(ASTRONAUT).convert("RGB").resize((96, 96))).astype(np.float64) / 255
+
+
+def _lab_fade(img: np.ndarray, contrast: float = 0.7, saturation: float = 0.3) -> np.ndarray:
+    from iqpfr.tasks.color.transfer import lab_to_srgb, srgb_to_lab
+
+    lab = srgb_to_lab(img)
+    mean = lab[..., 0].mean()
+    lab[..., 0] = mean + contrast * (lab[..., 0] - mean)
+    lab[..., 1:] *= saturation
+    return lab_to_srgb(lab)
+
+
+def test_lab_conversion_matches_the_metric_and_inverts():
+    import torch
+
+    from iqpfr.quality.colour import srgb_to_lab as torch_lab
+    from iqpfr.tasks.color.transfer import lab_to_srgb, srgb_to_lab
+
+    x = np.random.default_rng(5).uniform(0, 1, (50, 3))
+    ref = torch_lab(torch.from_numpy(x.T[None, :, :, None]))[0, :, :, 0].numpy().T
+    assert np.abs(srgb_to_lab(x) - ref).max() < 1e-9
+    assert np.abs(lab_to_srgb(srgb_to_lab(x)) - x).max() < 1e-9
+
+
+@pytest.mark.parametrize("method", ["diagonal", "mk"])
+def test_transfer_inverts_a_known_fade_when_the_reference_is_the_clean_face(method):
+    from iqpfr.tasks.color.transfer import fit_transfer
+
+    clean = _face()
+    faded = _lab_fade(clean)
+    t = fit_transfer(faded, clean, None, method=method, space="lab", blur=0.0)
+    assert np.abs(t.apply(faded) - clean).max() < 1e-3
+    assert np.abs(np.diag(t.matrix) - [1 / 0.7, 1 / 0.3, 1 / 0.3]).max() < 1e-3
+
+
+@pytest.mark.parametrize("method", ["diagonal", "mk"])
+def test_transfer_inverts_a_per_channel_cast(method):
+    from iqpfr.tasks.color.transfer import fit_transfer
+
+    clean = 0.1 + 0.75 * _face()  # room for the cast without clipping
+    gains, shifts = np.array([1.15, 0.9, 0.8]), np.array([-0.05, 0.03, 0.06])
+    cast = clean * gains + shifts
+    assert cast.min() >= 0 and cast.max() <= 1
+    t = fit_transfer(cast, clean, np.ones(clean.shape[:2]), method=method, space="srgb", blur=0.0)
+    assert np.abs(t.apply(cast) - clean).max() < 1e-3
+
+
+def test_blurred_reference_does_not_shrink_the_gains_when_statistics_are_blurred():
+    """The network's 128-px face is smoother than the input: least squares and unblurred moments
+    shrink the recovered gains; statistics on both images blurred by 2 px recover them (within 3%)."""
+    import cv2
+
+    from iqpfr.tasks.color.transfer import fit_transfer
+
+    clean = _face()
+    faded = _lab_fade(clean)
+    reference = cv2.GaussianBlur(clean, (0, 0), 1.0)
+    true = np.array([1 / 0.7, 1 / 0.3, 1 / 0.3])
+    sharp = np.diag(fit_transfer(faded, reference, None, blur=0.0).matrix)
+    blurred = np.diag(fit_transfer(faded, reference, None, blur=2.0).matrix)
+    assert np.all(sharp < 0.98 * true)
+    assert np.abs(blurred / true - 1).max() < 0.03
+    with pytest.raises(ValueError):
+        fit_transfer(faded, reference, None, method="median")
+
+
+def test_gray_input_takes_the_reference_chroma_on_its_own_lightness():
+    from iqpfr.tasks.color.transfer import chroma_from_reference, srgb_to_lab
+
+    clean = _face()
+    gray = np.repeat(srgb_to_lab(clean)[..., :1], 3, axis=2)  # L only
+    from iqpfr.tasks.color.transfer import lab_to_srgb
+
+    gray_rgb = lab_to_srgb(np.concatenate([gray[..., :1], np.zeros_like(gray[..., :2])], -1))
+    out = chroma_from_reference(gray_rgb, clean, chroma=1.0)
+    assert np.abs(out - clean).max() < 1e-3  # L from the gray input, a/b from the reference: the clean face
+    half = srgb_to_lab(chroma_from_reference(gray_rgb, clean, chroma=0.5).astype(np.float64))
+    lab = srgb_to_lab(clean)
+    inside = np.abs(lab[..., 1:]).max(-1) < 30  # away from the sRGB gamut edge
+    assert np.abs(half[..., 1:][inside] - 0.5 * lab[..., 1:][inside]).max() < 0.5
+    assert np.abs(half[..., 0] - lab[..., 0]).max() < 0.5
+
+
+def test_default_recolor_of_an_aligned_face_keeps_its_structure():
+    """transfer mk on an aligned face: the output is the INPUT recoloured (a sharp input and a blurred,
+    clean-coloured reference give the input's detail with the reference's colour statistics)."""
+    import cv2
+
+    from iqpfr.tasks.color.enhancer import recolor_result
+
+    clean = _face()
+    faded = np.round(_lab_fade(clean) * 255).astype(np.uint8)
+    record = _record(faded.astype(np.float64) / 255, cv2.GaussianBlur(clean, (0, 0), 1.0), 0)
+    result = recolor_result(_result(faded, record), faded, aligned=True)
+    out = result.image.astype(np.float64) / 255
+    assert result.extra["transfer"] == "mk" and result.extra["matrix"].shape == (3, 3)
+    err_in = np.abs(faded / 255 - clean).mean()
+    assert np.abs(out - clean).mean() < 0.35 * err_in
+    # sharper than the reference: the input's detail is kept
+    lap = lambda a: np.abs(cv2.Laplacian(a.mean(-1), cv2.CV_64F)).mean()  # noqa: E731
+    assert lap(out) > 1.3 * lap(cv2.GaussianBlur(clean, (0, 0), 1.0))

@@ -118,6 +118,27 @@ def mapped(inputs: list[np.ndarray], outputs: list[np.ndarray]) -> list[np.ndarr
     return res
 
 
+def transferred(inputs: list[np.ndarray], outputs: list[np.ndarray], method: str = "mk") -> list[np.ndarray]:
+    """The shipped default (``recolor_result`` on an aligned face): each input face recoloured by
+    moment matching (CIELab, mean-face soft mask) toward the model's output; a gray input gets the
+    output's blurred a/b times the default chroma factor on its own lightness."""
+    from iqpfr.face.paste import soft_face_mask
+    from iqpfr.tasks.color.enhancer import DEFAULT_CHROMA, GRAY_BLUR
+    from iqpfr.tasks.color.transfer import chroma_from_reference, fit_transfer
+    from iqpfr.tasks.color.transform import is_gray
+
+    mask = soft_face_mask(SIZE)
+    res = []
+    for x, y in zip(inputs, outputs):
+        xf, yf = x.astype(np.float32) / 255.0, y.astype(np.float32) / 255.0
+        if is_gray(xf):
+            out = chroma_from_reference(xf, yf, chroma=DEFAULT_CHROMA, blur=GRAY_BLUR)
+        else:
+            out = fit_transfer(xf, yf, mask, method=method, space="lab", blur=0.0).apply(xf)
+        res.append(np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8))
+    return res
+
+
 def niqe_scores(images: list[np.ndarray]) -> list[float]:
     import torch
 
@@ -186,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", type=Path, default=ROOT / "docs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--whole-photos", type=int, default=7, help="how many of codeformer_whole_imgs (0: skip)")
+    p.add_argument("--skip-real", action="store_true", help="skip the real gray faces and their contact sheet")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -210,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             outputs[name] = run_model(restorer, inputs[kind])
         for name in models:
             outputs[name.split(" (")[0] + " colour map on input"] = mapped(inputs[kind], outputs[name])
+        for name in models:
+            outputs[name.split(" (")[0] + " transfer (default)"] = transferred(inputs[kind], outputs[name])
         table = {}
         for name, preds in outputs.items():
             rows = [face_metrics(pr, gt) for pr, gt in zip(preds, gts)]
@@ -226,11 +250,15 @@ def main(argv: list[str] | None = None) -> int:
 
     # real gray faces: no GT, colourfulness only
     gray_faces = [to_gray(load_rgb(path, SIZE)) for path in images_in(SHARED / "codeformer_gray_faces")]
+    if args.skip_real:
+        gray_faces = gray_faces[:1]
     real = {"input": gray_faces}
     for name, restorer in models.items():
         real[name] = run_model(restorer, gray_faces)
     for name in models:
         real[name.split(" (")[0] + " colour map on input"] = mapped(gray_faces, real[name])
+    for name in models:
+        real[name.split(" (")[0] + " transfer (default)"] = transferred(gray_faces, real[name])
     results["real_gray"] = {n: {"colourfulness": float(np.mean([colourfulness(x) for x in ims])),
                                 "niqe": float(np.mean(niqe_scores(ims)))} for n, ims in real.items()}
     results["real_gray"]["faces"] = len(gray_faces)
@@ -254,20 +282,27 @@ def main(argv: list[str] | None = None) -> int:
             row = [label(x, f"{kind} {path.name}")]
             for name, enh in enhancers.items():
                 result = enh.restorer.restore(x, fidelity=0.0, quality=0.95, grayscale="off", face_upsample=False)
-                variants = ("keep", "tone") if kind == "gray" else ("affine", "none")
+                if kind == "gray":
+                    variants = [("lsq", "affine", "keep"), ("lsq", "affine", "tone"), ("mk", "affine", "keep"),
+                                ("mk", "affine", "tone")]
+                else:
+                    variants = [("lsq", "affine", "keep"), ("network", "none", "keep"), ("mk", "affine", "keep"),
+                                ("mk", "none", "keep")]
                 pasted = result.output  # faces pasted into the input photo; recolor_result replaces it
-                for v in variants:
+                restored = [None if f.restored is None else f.restored.copy() for f in result.faces]
+                for transfer, whole, background in variants:
                     result.output = pasted
-                    if kind == "gray":
-                        out = recolor_result(result, x, gray_background=v).image
-                    else:
-                        out = recolor_result(result, x, whole_photo=v).image
+                    for f, r in zip(result.faces, restored):
+                        f.restored = None if r is None else r.copy()
+                    out = recolor_result(result, x, whole_photo=whole, gray_background=background,
+                                         transfer=transfer).image
+                    v = f"{transfer} / {background if kind == 'gray' else whole}"
                     key = f"{kind} / {name} / {v}"
                     per.setdefault(key, []).append({"ciede2000": ciede2000(out, original),
                                                     "colourfulness_ratio": colourfulness(out) / max(colourfulness(original), 1e-6),
                                                     "faces": len(result.faces)})
-                    if "color" in name:
-                        row.append(label(out, f"color {v}"))
+                    if "color" not in name and transfer in ("mk", "network"):
+                        row.append(label(out, f"{transfer} {v.split(' / ')[1]}"))
             for key, fn in (("gray-world", gray_world), ("histogram stretch", hist_stretch), ("input", lambda a: a)):
                 out = fn(x)
                 per.setdefault(f"{kind} / {key}", []).append(

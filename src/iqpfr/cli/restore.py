@@ -47,15 +47,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--grayscale", choices=("auto", "on", "off"), default="auto",
                    help="auto: monochrome photos (gray, sepia) keep their tone on restored faces; on: gray faces; off: as restored")
     g.add_argument("--task", choices=("photo", "color"), default="photo",
-                   help="photo: face restoration (default); color: face colour enhancement with iqpfr-128-color "
-                        "(w 0, q 0.95, --grayscale off: monochrome photos get colour) and the faces' colour map "
-                        "applied to the whole photo (iqpfr.tasks.color)")
-    g.add_argument("--whole-photo", choices=("none", "affine"), default="none",
-                   help="--task color: none (only the faces change, default: measured better) or affine "
-                        "(the faces' fitted colour map on the whole photo)")
+                   help="photo: face restoration (default); color: face colour enhancement: iqpfr-128 "
+                        "(w 0, q 0.95, --grayscale off) gives each face's colours, and a colour transfer from the "
+                        "input faces to them recolours the input photo (iqpfr.tasks.color)")
+    g.add_argument("--color-transfer", choices=("mk", "diagonal", "lsq", "network"), default="mk",
+                   help="--task color: mk (Monge-Kantorovich moment matching in CIELab, default), diagonal "
+                        "(per-channel mean/std), lsq (the 3x4 least-squares map with the network's faces pasted) "
+                        "or network (the network's faces pasted, nothing else changes)")
+    g.add_argument("--whole-photo", choices=("none", "affine"), default="affine",
+                   help="--task color: affine (the faces' fitted colour transfer on the whole photo, default) or "
+                        "none (only the faces change)")
     g.add_argument("--gray-background", choices=("keep", "tone"), default="keep",
-                   help="--task color --whole-photo affine on a gray photo: keep (only the faces get colour, default) or tone "
-                        "(the faces' luminance -> colour map on the whole photo)")
+                   help="--task color on a gray photo: keep (only the faces get colour, default) or tone "
+                        "(the faces' lightness -> colour map on the whole photo)")
     g.add_argument("--bg-upsampler", "--bg_upsampler", "--bg-upscale", dest="bg_upsampler",
                    choices=("none", "resize", "realesrgan"), default="resize",
                    help="background up-scaling: resize = plain bicubic (default; 'none' means the same), "

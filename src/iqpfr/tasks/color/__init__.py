@@ -1,5 +1,5 @@
-"""Face colour enhancement (issue 22): the ``iqpfr-128-color`` model on the faces plus a colour map
-fitted on them for the whole photo. ``ColorEnhancer.from_pretrained().enhance(photo)``;
+"""Face colour enhancement (issue 22): the network (``iqpfr-128``) gives the faces' colours, a
+moment-matching colour transfer from the input faces to them recolours the input photo. ``ColorEnhancer.from_pretrained().enhance(photo)``;
 CLI ``iqpfr restore --task color``. Heavy imports stay inside the submodules."""
 
 from __future__ import annotations

@@ -6,12 +6,12 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from iqpfr.tasks.color.enhancer import DEFAULT_FIDELITY, DEFAULT_QUALITY, DEFAULT_WEIGHTS
+from iqpfr.tasks.color.enhancer import DEFAULT_FIDELITY, DEFAULT_QUALITY, DEFAULT_TRANSFER, DEFAULT_WEIGHTS
 
 
 def apply_task_defaults(args: argparse.Namespace) -> None:
     """Colour-task defaults on parsed ``iqpfr restore`` arguments (in place): the colour weights
-    unless --weights/--model is given, w = 0 for ``-w auto``, q = 0.95 unless --quality-target is
+    (``DEFAULT_WEIGHTS``) unless --weights/--model is given, w = 0 for ``-w auto``, q = 0.95 unless --quality-target is
     given, no face up-sampling unless asked, and ``--grayscale off`` always: monochrome photos are
     to be coloured, not kept monochrome."""
     if args.weights is None and args.model is None and not args.random_init:
@@ -32,8 +32,9 @@ def color_finish(args: argparse.Namespace, write: Callable[[Any], Any]) -> Calla
 
     def finish(result):
         recolor_result(result, result.source, upscale=args.upscale, aligned=args.aligned,
-                       whole_photo=getattr(args, "whole_photo", "none"),
-                       gray_background=getattr(args, "gray_background", "keep"))
+                       whole_photo=getattr(args, "whole_photo", "affine"),
+                       gray_background=getattr(args, "gray_background", "keep"),
+                       transfer=getattr(args, "color_transfer", DEFAULT_TRANSFER))
         return write(result)
 
     return finish

@@ -139,16 +139,15 @@ def recolor_result(result, source: Any, *, upscale: float = 1.0, aligned: bool =
     if faces and not gray_photo:
         mapping = fit_faces_transfer(faces, method=transfer)
         extra.update(matrix=mapping.matrix, offset=mapping.offset, space=mapping.space)
-        if aligned or whole_photo == "affine":
-            pixels = mapping.apply(pixels)  # the input's own pixels recoloured: nothing pasted
-        else:
-            for face in faces:
-                face.restored = mapping.apply(_crop_at(face))
-            pixels = None
+        for face in faces:  # the faces written as restored_faces are the recoloured input crops
+            face.restored = mapping.apply(_crop_at(face))
+        # affine / aligned: the input's own pixels recoloured, nothing pasted; none: the faces pasted
+        pixels = mapping.apply(pixels) if aligned or whole_photo == "affine" else None
     elif faces:
         if aligned:
             ref = cv2.resize(np.clip(faces[0].restored, 0, 1), background.size, interpolation=cv2.INTER_CUBIC)
             pixels = chroma_from_reference(pixels, ref, chroma=chroma, blur=GRAY_BLUR * background.size[0] / ref_size(faces[0]))
+            faces[0].restored = chroma_from_reference(_crop_at(faces[0]), _ref_at(faces[0]), chroma=chroma, blur=GRAY_BLUR)
         else:
             toning = None
             if gray_background == "tone":

@@ -1,6 +1,6 @@
 """Choose the colour-transfer settings of the colour task on TRAINING faces, not the evaluation faces.
 
-    python3 scripts/color/tune_transfer.py [--faces 40] [--seed 1]
+    python3 scripts/color/tune_transfer.py [--faces 40] [--seed 1] [--ids]
 
 The last ``--faces`` faces of ``../shared/data/ffhq_train256`` (FFHQ ids up to 01100; the evaluation
 faces are gpen_ffhq10 = FFHQ 00000-00009) at 128 px are made gray / faded / cast as in
@@ -10,7 +10,8 @@ histogram-stretched version ("stretch"); their outputs are the colour reference,
 the transfer (``iqpfr.tasks.color.transfer``: moment matching, diagonal or Monge-Kantorovich, in
 Lab / linear RGB / sRGB, statistics on blurred images, face mask; for gray inputs the reference's
 a/b times a chroma factor on the input's L) maps the input to it. Mean CIEDE2000 and colourfulness
-ratio vs the GT per variant -> benchmarks/results/color_tune.json / .md (network outputs cached in
+ratio vs the GT per variant (``--ids``: also the dlib identity angle for a few) ->
+benchmarks/results/color_tune.json / .md (network outputs cached in
 $IQPFR_HOME/color_tune_cache.npz).
 """
 
@@ -92,8 +93,18 @@ def variants(kind: str) -> list[dict]:
     return out
 
 
+IDS_VARIANTS = ({"method": "mk", "space": "lab", "blur": 0.0}, {"method": "diagonal", "space": "lab", "blur": 0.0},
+                {"method": "diagonal", "space": "srgb", "blur": 0.0}, {"method": "chroma", "chroma": 0.8, "blur": 2.0})
+
+
 def vname(v: dict) -> str:
     return " ".join(f"{k}={v[k]}" for k in v)
+
+
+def identity(preds: list[np.ndarray], gts: list[np.ndarray]) -> float:
+    from iqpfr.eval.identity import identity_distance
+
+    return float(np.mean([identity_distance(pr, g)["ids"] for pr, g in zip(preds, gts)]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faces", type=int, default=40)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=ev.ROOT / "benchmarks" / "results")
+    p.add_argument("--ids", action="store_true",
+                   help="also the dlib identity angle to the GT for the baselines and the IDS_VARIANTS (iqpfr-128, raw feed)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     cache_path = Path(os.environ.get("IQPFR_HOME", Path.home() / ".cache" / "iqpfr")) / "color_tune_cache.npz"
@@ -111,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     gts = list(data["gt"])
     mask = soft_face_mask(ev.SIZE)
     gt_m = [colourfulness(g) for g in gts]
-    results: dict = {"settings": {"faces": len(gts), "seed": args.seed, "source": "ffhq_train256 (last faces)"}}
+    results: dict = {"settings": {"faces": len(gts), "seed": args.seed, "source": "ffhq_train256 (last faces)", "ids": args.ids}}
     for kind in ("gray", "faded", "cast"):
         xs = list(data[f"in/{kind}"])
         table = {}
@@ -119,14 +132,18 @@ def main(argv: list[str] | None = None) -> int:
             preds = [fn(x) for x in xs]
             table[base] = {"ciede2000": float(np.mean([ciede2000(pr, g) for pr, g in zip(preds, gts)])),
                            "colourfulness_ratio": float(np.mean([colourfulness(pr) / m for pr, m in zip(preds, gt_m)]))}
+            if args.ids:
+                table[base]["ids"] = identity(preds, gts)
         for model in MODELS:
             for feed in FEEDS if kind != "gray" else ("raw",):
                 refs = list(data[f"net/{model}/{kind}/{feed}"])
                 for v in variants(kind):
                     preds = [apply_variant(x, r, mask, v) for x, r in zip(xs, refs)]
-                    table[f"{model} feed={feed} {vname(v)}"] = {
+                    row = table[f"{model} feed={feed} {vname(v)}"] = {
                         "ciede2000": float(np.mean([ciede2000(pr, g) for pr, g in zip(preds, gts)])),
                         "colourfulness_ratio": float(np.mean([colourfulness(pr) / m for pr, m in zip(preds, gt_m)]))}
+                    if args.ids and model == "iqpfr-128" and feed == "raw" and v in IDS_VARIANTS:
+                        row["ids"] = identity(preds, gts)
         results[kind] = table
         best = sorted(table.items(), key=lambda kv: kv[1]["ciede2000"])[:8]
         print(f"[{time.perf_counter() - start:.0f}s] {kind}: " + "; ".join(
@@ -145,9 +162,10 @@ def write(results: dict, out: Path) -> None:
              f"`python3 scripts/color/tune_transfer.py` ({s['faces']} faces of {s['source']}, 128 px, seed {s['seed']}; "
              "NOT the evaluation faces). Mean CIEDE2000 vs the GT (lower is better) and colourfulness / GT.", ""]
     for kind in ("gray", "faded", "cast"):
-        lines += [f"## {kind}", "", "| variant | CIEDE2000 | colourfulness / GT |", "|---|---|---|"]
+        lines += [f"## {kind}", "", "| variant | CIEDE2000 | colourfulness / GT | identity (deg, --ids) |", "|---|---|---|---|"]
         for n, t in sorted(results[kind].items(), key=lambda kv: kv[1]["ciede2000"]):
-            lines.append(f"| {n} | {t['ciede2000']:.2f} | {t['colourfulness_ratio']:.2f} |")
+            ids = f"{t['ids']:.1f}" if "ids" in t else ""
+            lines.append(f"| {n} | {t['ciede2000']:.2f} | {t['colourfulness_ratio']:.2f} | {ids} |")
         lines.append("")
     atomic_write_text(out / "color_tune.md", "\n".join(lines))
 

@@ -27,7 +27,8 @@ def main() -> int:
     parser.add_argument("--sheet", default="docs/underwater_contact_sheet.png")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N held-out pairs")
-    parser.add_argument("--sweep", default="0.40,0.47,0.54,0.61,0.68,0.75")
+    parser.add_argument("--sweep", default="",
+                        help="quality targets, comma-separated (default: 6 evenly over the calibrated range)")
     parser.add_argument("--all-pairs", action="store_true", help="also score the training pairs (fit check)")
     args = parser.parse_args()
 
@@ -49,7 +50,12 @@ def main() -> int:
     numbers = pair_numbers(args.data, heldout=True)
     if args.limit:
         numbers = numbers[: args.limit]
-    sweep = sorted({float(v) for v in args.sweep.split(",")} | {round(enhancer.default_quality, 3)})
+    if args.sweep:
+        targets = {float(v) for v in args.sweep.split(",")}
+    else:
+        q = enhancer.info["calibration"]["q"]
+        targets = {round(float(v), 3) for v in np.linspace(q[0], q[-1], 6)}
+    sweep = sorted(targets | {round(enhancer.default_quality, 3)})
     methods = {"input": lambda x: x, "gray-world": gray_world, "clahe-L": clahe_l,
                "iqpfr-underwater": lambda x: enhancer.enhance(x)}
     per_image: dict[str, list[dict]] = {m: [] for m in methods}

@@ -77,24 +77,38 @@ def logit_means(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([lum.mean(dim=(2, 3)), (z - lum).mean(dim=(2, 3))], dim=1)
 
 
+def tone_logits(z: torch.Tensor, detail: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor,
+                pivots: torch.Tensor | None = None) -> torch.Tensor:
+    """The quality-level operator in the logit domain, shared by the training targets
+    (``targets.adjust_quality``) and the tone head (:func:`apply_tone`), so the two cannot drift apart.
+
+    z (B, 3, H, W) logits; detail / contrast / saturation: gains broadcastable to (B, 1, 1, 1).
+    ``z += detail (z - box5(z))``; ``z += contrast (l - m)``; ``z += saturation (z - l - o)`` with l
+    the luma (recomputed after each step), m the mean luma and o the mean colour offset: the image's
+    own means when ``pivots`` is None, else pivots (B, 4) = (m, o_r, o_g, o_b) (:func:`logit_means`).
+    """
+    luma = torch.tensor(_LUMA, dtype=z.dtype, device=z.device).view(1, 3, 1, 1)
+    blur = F.avg_pool2d(F.pad(z, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+    z = z + detail * (z - blur)
+    lum = (z * luma).sum(1, keepdim=True)
+    mean = lum.mean(dim=(2, 3), keepdim=True) if pivots is None else pivots[:, :1, None, None]
+    z = z + contrast * (lum - mean)  # luma contrast; the colour offsets are kept
+    lum = (z * luma).sum(1, keepdim=True)
+    offset = (z - lum).mean(dim=(2, 3), keepdim=True) if pivots is None else pivots[:, 1:4, None, None]
+    return z + saturation * (z - lum - offset)  # chroma around the mean colour: a cast is not amplified
+
+
 def apply_tone(x: torch.Tensor, tone: torch.Tensor, pivots: torch.Tensor) -> torch.Tensor:
     """Per-image detail, contrast and saturation gains in the logit domain.
 
-    x (B, 3, H, W) (unclamped), tone (B, 3) = (d, c, a), pivots (B, 4) = (m, o_r, o_g, o_b) from
-    :func:`logit_means`. With z = logit(x clamped to [eps, 1 - eps]) and l its luma:
-    ``z += d (z - box5(z))``; ``z += c (l - m)``; ``z += a (z - l - o)`` (l recomputed), the steps
-    of ``targets.adjust_quality`` with gains 0.8 s, 0.35 s, 0.5 s. Returns x plus the change this
-    makes to sigmoid(z); d = c = a = 0 returns x exactly (a difference of two sigmoids of one z).
+    x (B, 3, H, W) (unclamped), tone (B, 3) = (d, c, a), pivots (B, 4) from :func:`logit_means`:
+    :func:`tone_logits` of z = logit(x clamped to [eps, 1 - eps]) (the targets use gains 0.8 s,
+    0.35 s, 0.5 s). Returns x plus the change this makes to sigmoid(z); d = c = a = 0 returns x
+    exactly (a difference of two sigmoids of one z).
     """
     z0 = torch.logit(x.clamp(TONE_EPS, 1.0 - TONE_EPS))
     d, c, a = (tone[:, i, None, None, None] for i in range(3))
-    m, offset = pivots[:, :1, None, None], pivots[:, 1:4, None, None]
-    luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    blur = F.avg_pool2d(F.pad(z0, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
-    z = z0 + d * (z0 - blur)
-    z = z + c * ((z * luma).sum(1, keepdim=True) - m)
-    z = z + a * (z - (z * luma).sum(1, keepdim=True) - offset)
-    return x + (torch.sigmoid(z) - torch.sigmoid(z0))
+    return x + (torch.sigmoid(tone_logits(z0, d, c, a, pivots)) - torch.sigmoid(z0))
 
 
 def apply_colour(x: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from iqpfr.tasks.underwater.model import TONE_EPS, tone_logits
 
 LEVELS = (-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0)
-_LUMA = (0.299, 0.587, 0.114)
 
 
 def adjust_quality(ref: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
@@ -35,16 +35,7 @@ def adjust_quality(ref: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
     block has min 0 or max-min = max+min, which UIQM's EME and logAMEE score as featureless).
     """
     s = torch.as_tensor(s, dtype=ref.dtype, device=ref.device).reshape(-1).expand(ref.shape[0])[:, None, None, None]
-    eps = 1.0 / 512.0
-    z = torch.logit(ref.clamp(eps, 1.0 - eps))
-    blur = F.avg_pool2d(F.pad(z, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
-    z = blur + (1.0 + 0.8 * s) * (z - blur)
-    luma = torch.tensor(_LUMA, dtype=ref.dtype, device=ref.device).view(1, 3, 1, 1)
-    lum = (z * luma).sum(1, keepdim=True)
-    z = z + 0.35 * s * (lum - lum.mean(dim=(2, 3), keepdim=True))  # luma contrast; colour offsets kept
-    lum = (z * luma).sum(1, keepdim=True)
-    offset = (z - lum).mean(dim=(2, 3), keepdim=True)  # the image's mean colour (its cast)
-    z = z + 0.5 * s * (z - lum - offset)  # chroma around the mean colour: the cast is not amplified
+    z = tone_logits(torch.logit(ref.clamp(TONE_EPS, 1.0 - TONE_EPS)), 0.8 * s, 0.35 * s, 0.5 * s)
     out = torch.sigmoid(z)
     # s = 0 returns the reference exactly (the logit round trip would move 8-bit values)
     return torch.where(s == 0, ref, out)

@@ -28,29 +28,29 @@ from iqpfr.tasks.color.transform import linear_to_srgb, srgb_to_linear
 
 SPACES = ("lab", "linrgb", "srgb")
 METHODS = ("diagonal", "mk")
-_RGB_TO_XYZ = np.array([[0.412453, 0.357580, 0.180423],
-                        [0.212671, 0.715160, 0.072169],
-                        [0.019334, 0.119193, 0.950227]])
-_XYZ_TO_RGB = np.linalg.inv(_RGB_TO_XYZ)
-_WHITE = np.array([0.95047, 1.0, 1.08883])
-_EPS = 216.0 / 24389.0
-_KAPPA = 24389.0 / 27.0
+
+
+def _per_pixel(convert, x: np.ndarray) -> np.ndarray:
+    """Apply a (B, 3, H, W) torch colour conversion of ``iqpfr.quality.colour`` to (..., 3) numpy values."""
+    import torch
+
+    x = np.asarray(x, np.float64)
+    t = torch.from_numpy(np.ascontiguousarray(x.reshape(-1, 3).T))[None, :, :, None]
+    return convert(t)[0, :, :, 0].T.numpy().reshape(x.shape)
 
 
 def srgb_to_lab(x: np.ndarray) -> np.ndarray:
-    """(..., 3) sRGB in [0, 1] -> CIELab (..., 3), L in [0, 100] (same formulas as iqpfr.quality.colour)."""
-    xyz = srgb_to_linear(x) @ _RGB_TO_XYZ.T / _WHITE
-    f = np.where(xyz > _EPS, np.cbrt(np.maximum(xyz, _EPS)), (_KAPPA * xyz + 16.0) / 116.0)
-    return np.stack([116.0 * f[..., 1] - 16.0, 500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])], -1)
+    """(..., 3) sRGB in [0, 1] -> CIELab (..., 3), L in [0, 100] (``iqpfr.quality.colour``, as the metrics)."""
+    from iqpfr.quality.colour import srgb_to_lab as convert
+
+    return _per_pixel(convert, x)
 
 
 def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
-    """CIELab (..., 3) -> sRGB (..., 3) in [0, 1] (clipped; the exact inverse of ``srgb_to_lab`` in gamut)."""
-    lab = np.asarray(lab, np.float64)
-    fy = (lab[..., 0] + 16.0) / 116.0
-    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], -1)
-    xyz = np.where(f ** 3 > _EPS, f ** 3, (116.0 * f - 16.0) / _KAPPA) * _WHITE
-    return linear_to_srgb(xyz @ _XYZ_TO_RGB.T)
+    """CIELab (..., 3) -> sRGB (..., 3) in [0, 1] (clipped; the inverse of ``srgb_to_lab`` in gamut)."""
+    from iqpfr.quality.colour import lab_to_srgb as convert
+
+    return _per_pixel(convert, lab)
 
 
 def to_space(x: np.ndarray, space: str) -> np.ndarray:

@@ -122,7 +122,8 @@ def recolor_result(result, source: Any, *, upscale: float = 1.0, aligned: bool =
     if transfer in ("lsq", "network"):
         return _recolor_lsq(result, source, upscale=upscale, aligned=aligned,
                             whole_photo="none" if transfer == "network" else whole_photo,
-                            gray_background=gray_background, channel_order=channel_order, reg=reg)
+                            gray_background=gray_background, channel_order=channel_order, reg=reg,
+                            transfer=transfer)
     import cv2
 
     from iqpfr.face.pipeline import paste_faces, upscale_image
@@ -157,15 +158,16 @@ def recolor_result(result, source: Any, *, upscale: float = 1.0, aligned: bool =
                 face.restored = chroma_from_reference(_crop_at(face), _ref_at(face), chroma=chroma, blur=GRAY_BLUR)
             if toning is None:
                 pixels = None
-    if pixels is not None and (aligned or not faces or (not gray_photo and whole_photo == "affine")):
-        output = background.with_pixels(np.round(np.clip(pixels, 0, 1) * background.max_value).astype(
-            background.pixels.dtype), background.alpha)
-        output = replace(output, gray=False)
-    else:
-        bg = None if pixels is None else background.with_pixels(
-            np.round(np.clip(pixels, 0, 1) * background.max_value).astype(background.pixels.dtype), background.alpha)
+    # the recoloured photo is the result as it is unless faces are pasted: faces found in a whole
+    # photo whose recolouring is limited to them (whole_photo "none", or a gray photo)
+    bg = None if pixels is None else replace(background.with_pixels(
+        np.round(np.clip(pixels, 0, 1) * background.max_value).astype(background.pixels.dtype), background.alpha),
+        gray=False)
+    if faces and not aligned and (gray_photo or whole_photo == "none"):
         output = paste_faces(replace(loaded, gray=False), faces, upscale=upscale, color="none", grayscale="off",
-                             background=None if bg is None else replace(bg, gray=False))
+                             background=bg)
+    else:
+        output = bg
     return _finish(result, output, channel_order, extra, faces)
 
 
@@ -226,7 +228,7 @@ def _finish(result, output, channel_order: str, extra: dict, faces):
 
 
 def _recolor_lsq(result, source: Any, *, upscale: float, aligned: bool, whole_photo: str, gray_background: str,
-                 channel_order: str, reg: float):
+                 channel_order: str, reg: float, transfer: str = "lsq"):
     """The earlier step: the network's faces pasted; the 3x4 least-squares map on the photo (``affine``)."""
     from iqpfr.face.pipeline import paste_faces, upscale_image
     from iqpfr.restorer import load_input
@@ -248,7 +250,7 @@ def _recolor_lsq(result, source: Any, *, upscale: float, aligned: bool, whole_ph
             np.round(pixels * background.max_value).astype(background.pixels.dtype), background.alpha)
         output = paste_faces(replace(loaded, gray=False), faces, upscale=upscale, color="none",
                              grayscale="off", background=replace(background, gray=False))
-    return _finish(result, output, channel_order, {"transfer": "lsq", "matrix": matrix}, faces)
+    return _finish(result, output, channel_order, {"transfer": transfer, "matrix": matrix}, faces)
 
 
 def fit_faces(faces, *, reg: float = 1e-2) -> np.ndarray:

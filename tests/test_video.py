@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-av = pytest.importorskip("av", reason="needs PyAV (pip install 'iqpfr[video]')")
+av = pytest.importorskip("av", minversion="18", reason="needs PyAV >= 18 (pip install 'iqpfr[video]')")
 pytest.importorskip("dlib", reason="needs dlib for face detection (pip install 'iqpfr[face]')")
 
 from iqpfr.video import VideoOptions  # noqa: E402

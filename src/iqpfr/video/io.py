@@ -9,6 +9,8 @@ line naming the file.
 from __future__ import annotations
 
 import os
+import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -47,12 +49,21 @@ class VideoUnavailable(RuntimeError):
     """PyAV is not installed (the ``video`` extra)."""
 
 
+MIN_PYAV = (18, 0)  # frame.rotation and stream.set_display_rotation first appear in PyAV 18
+
+
 def import_av():
-    """The ``av`` module, or VideoUnavailable with the install line."""
+    """The ``av`` module (PyAV >= 18), or VideoUnavailable with the line that fixes it."""
+    needs = f"video needs PyAV >= {MIN_PYAV[0]}"
+    if sys.version_info < (3, 11):  # PyAV 18 publishes no wheels for older Pythons
+        needs += f", which needs Python >= 3.11 (this is {sys.version_info[0]}.{sys.version_info[1]})"
     try:
         import av
     except ImportError:
-        raise VideoUnavailable("video needs PyAV: pip install 'iqpfr[video]'") from None
+        raise VideoUnavailable(f"{needs}: pip install 'iqpfr[video]'") from None
+    found = tuple(int(part) for part in re.findall(r"\d+", str(getattr(av, "__version__", "0")))[:2])
+    if found < MIN_PYAV:
+        raise VideoUnavailable(f"{needs}, found {av.__version__}: pip install -U 'av>={MIN_PYAV[0]}'")
     return av
 
 

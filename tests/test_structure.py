@@ -229,6 +229,38 @@ def test_models_are_pure_networks(graph):
     assert not bad, "iqpfr.models imports higher layers: " + ", ".join(bad)
 
 
+def test_models_name_no_higher_layer_even_as_data():
+    """Class-path tables in ``iqpfr.models`` ("module:Class" strings, resolved at call time) only
+    name ``iqpfr.models`` itself: networks of higher layers register through the
+    ``iqpfr.model_classes`` entry points instead (``iqpfr.models.factory.registered_classes``)."""
+    bad = []
+    for path in sorted((SRC / PACKAGE / "models").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and ":" in node.value:
+                module = node.value.split(":")[0].strip()
+                if module.startswith("iqpfr.") and layer_of(module) > layer_of("iqpfr.models"):
+                    bad.append(f"{path.relative_to(SRC)}: {node.value!r}")
+    assert not bad, "iqpfr.models names higher layers: " + ", ".join(bad)
+
+
+def test_registered_model_classes_are_networks_of_this_project():
+    import importlib
+
+    from torch import nn
+
+    from iqpfr.models.factory import import_class, known_classes, registered_classes
+
+    registered = registered_classes()
+    assert "iqpfr.tasks.underwater.model:UnderwaterEnhanceNet" in registered  # pyproject's entry point
+    for path in registered:
+        assert path in known_classes()
+        cls = import_class(path)
+        assert isinstance(cls, type) and issubclass(cls, nn.Module)
+        assert cls is getattr(importlib.import_module(path.split(":")[0]), path.split(":")[1])
+    with pytest.raises(ValueError, match="unknown model class"):
+        import_class("os:system")
+
+
 # ------------------------------------------------------------------------------------ the checker itself
 def _write(root: Path, files: dict[str, str]) -> None:
     for rel, text in files.items():

@@ -93,17 +93,29 @@ EXTRA_CLASSES = (
     # super-resolution networks (background / face up-sampling; see iqpfr.models.rrdbnet)
     "iqpfr.models.rrdbnet:RRDBNet",
     "iqpfr.models.rrdbnet:SRVGGNetCompact",
-    # whole-image underwater enhancer (iqpfr.tasks.underwater; imported only when a file names it)
-    "iqpfr.tasks.underwater.model:UnderwaterEnhanceNet",
 )
+
+# Networks defined outside ``iqpfr.models`` (a task package of this project, e.g. the underwater
+# enhancer, or another distribution) declare themselves as entry points of this group
+# (``name = "module:Class"``), so this layer never names a higher one. Read as metadata: nothing is
+# imported until a file asks for that class.
+ENTRY_POINT_GROUP = "iqpfr.model_classes"
+
+
+def registered_classes() -> set[str]:
+    """``"module:Class"`` strings declared under ``ENTRY_POINT_GROUP`` by installed distributions."""
+    from importlib.metadata import entry_points
+
+    return {ep.value.strip() for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def known_classes() -> set[str]:
-    return {spec.cls for spec in PRESETS.values()} | set(EXTRA_CLASSES)
+    return {spec.cls for spec in PRESETS.values()} | set(EXTRA_CLASSES) | registered_classes()
 
 
 def import_class(path: str) -> type[nn.Module]:
-    """Import ``"module:Class"``; only preset classes (and ``EXTRA_CLASSES``) may be imported."""
+    """Import ``"module:Class"``; only preset classes, ``EXTRA_CLASSES`` and entry-point-registered
+    classes may be imported (a checkpoint cannot make iqpfr import arbitrary code)."""
     if path not in known_classes():
         raise ValueError(f"unknown model class {path!r}; known: {sorted(known_classes())}")
     module_name, class_name = path.split(":")

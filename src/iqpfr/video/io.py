@@ -46,10 +46,10 @@ class VideoError(ValueError):
 
 
 class VideoUnavailable(RuntimeError):
-    """PyAV is not installed (the ``video`` extra)."""
+    """PyAV (the ``video`` extra) is not installed, or is older than ``MIN_PYAV``."""
 
 
-MIN_PYAV = (18, 0)  # frame.rotation and stream.set_display_rotation first appear in PyAV 18
+MIN_PYAV = (18, 0)  # the writer keeps rotation with stream.set_display_rotation, which PyAV 17 lacks
 
 
 def import_av():
